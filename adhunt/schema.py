@@ -1,0 +1,49 @@
+"""Names shared by every stage: event-file branches and feature-table columns.
+
+Event files follow CMS NanoAOD / PFNanoAOD naming so that the same processor reads real PFNano.
+Feature tables are in GeV; jets j1/j2 are the two leading-pT jets, re-ordered by mass (j1 = lighter),
+as in the LHC Olympics reference benchmark.
+"""
+
+from __future__ import annotations
+
+TREE_NAME = "Events"
+
+#: PF-candidate branches (float32 kinematics, int32 charge/pdgId) and event-level branches.
+PFCANDS_FLOAT_FIELDS = ("pt", "eta", "phi", "mass")
+PFCANDS_INT_FIELDS = ("charge", "pdgId")
+EVENT_BRANCHES = ("run", "luminosityBlock", "event")
+#: int32, 1 signal, 0 background. One word: NanoAOD naming splits ``a_b`` into collection and field.
+TRUTH_BRANCH = "truthLabel"
+
+#: Every column of a feature table, in order.
+FEATURE_COLUMNS = (
+    "event",
+    "mjj",
+    "mj1",
+    "mj2",
+    "delta_mj",
+    "tau1_j1",
+    "tau2_j1",
+    "tau3_j1",
+    "tau1_j2",
+    "tau2_j2",
+    "tau3_j2",
+    "tau21_j1",
+    "tau21_j2",
+    "tau32_j1",
+    "tau32_j2",
+    "pt_j1",
+    "pt_j2",
+    "eta_j1",
+    "eta_j2",
+    "delta_eta",
+    "truth_label",
+)
+
+#: The standard five features of the CWoLa / CATHODE papers (mjj is the conditioning variable).
+STANDARD_FEATURES = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")
+RESONANT_VARIABLE = "mjj"
+
+#: Default signal region of the LHCO R&D benchmark, GeV.
+DEFAULT_SIGNAL_REGION = (3300.0, 3700.0)

@@ -1,0 +1,43 @@
+"""The ``adhunt`` command line: one subcommand per stage of the search.
+
+    adhunt generate   Pythia 8 events (QCD dijets or W' -> X Y) to NanoAOD-like ROOT files + fileset
+    adhunt convert-lhco  LHC Olympics R&D HDF5 to the same ROOT schema
+    adhunt features   dijet features from a fileset through a Coffea processor
+    adhunt demo       the whole chain on a small sample it generates itself
+
+Each subcommand lives in its own module of ``adhunt.jobs``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from adhunt.jobs.reporting import setup_logging
+
+app = typer.Typer(
+    name="adhunt",
+    help="Model-agnostic resonance searches: generate, extract features, train, infer, bump hunt.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for dependencies)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    setup_logging(-1 if quiet else verbose)
+
+
+# --- subcommands (each module exposes a typer-decorated function) -------------------------------
+# ADHUNT-COMMANDS (keep one line per command; helpers add theirs here)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
