@@ -18,6 +18,8 @@ TRUTH_BRANCH = "truthLabel"
 
 #: Every column of a feature table, in order.
 FEATURE_COLUMNS = (
+    "dataset",
+    "run",
     "event",
     "mjj",
     "mj1",
@@ -42,7 +44,7 @@ FEATURE_COLUMNS = (
 )
 
 #: The standard five features of the CWoLa / CATHODE papers (mjj is the conditioning variable).
-STANDARD_FEATURES = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")
+STANDARD_FEATURES = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")  # + mjj, the conditioning variable
 RESONANT_VARIABLE = "mjj"
 
 #: Default signal region of the LHCO R&D benchmark, GeV.
