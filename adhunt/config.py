@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomllib
 import yaml
 
 T = TypeVar("T")
@@ -40,7 +40,9 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise ValueError(
+            f"unknown {cls.__name__} option(s): {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         ftype = fields[name].type

@@ -25,7 +25,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for dependencies)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More log output (-vv for dependencies)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
 ) -> None:
     setup_logging(-1 if quiet else verbose)
@@ -33,6 +35,14 @@ def _root(
 
 # --- subcommands (each module exposes a typer-decorated function) -------------------------------
 # ADHUNT-COMMANDS (keep one line per command; helpers add theirs here)
+app.command("generate")(__import__("adhunt.jobs.generate", fromlist=["generate"]).generate)
+app.command("convert-lhco")(
+    __import__("adhunt.jobs.convert", fromlist=["convert_lhco"]).convert_lhco
+)
+app.command("features")(__import__("adhunt.jobs.features", fromlist=["features"]).features)
+app.command("train")(__import__("adhunt.jobs.train", fromlist=["train"]).train)
+app.command("score")(__import__("adhunt.jobs.score", fromlist=["score"]).score)
+app.command("evaluate")(__import__("adhunt.jobs.evaluate", fromlist=["evaluate"]).evaluate)
 
 
 def main() -> None:

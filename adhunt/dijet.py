@@ -1,0 +1,109 @@
+"""Per-event dijet features from the two leading-pT jets: the one code path for mjj, mj, tau ratios.
+
+Both the PF-candidate reclustering and the NanoAOD ``FatJet`` mode end here, so every feature
+table means the same thing whatever produced the jets. Units are GeV. The two jets are the
+leading two in pT; in the table they are re-ordered BY MASS (j1 = lighter, j2 = heavier), as in
+the LHC Olympics benchmark, so that ``delta_mj = mj2 - mj1 >= 0``. On equal masses the leading-pT
+jet is j1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adhunt.substructure import safe_ratio
+
+#: Columns produced by :func:`dijet_features` (the table adds dataset/run/event/truth_label).
+DIJET_COLUMNS = (
+    "mjj",
+    "mj1",
+    "mj2",
+    "delta_mj",
+    "tau1_j1",
+    "tau2_j1",
+    "tau3_j1",
+    "tau1_j2",
+    "tau2_j2",
+    "tau3_j2",
+    "tau21_j1",
+    "tau21_j2",
+    "tau32_j1",
+    "tau32_j2",
+    "pt_j1",
+    "pt_j2",
+    "eta_j1",
+    "eta_j2",
+    "delta_eta",
+)
+
+
+def invariant_mass(px: np.ndarray, py: np.ndarray, pz: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """sqrt(E^2 - |p|^2), clipped at 0: rounding can make m^2 of a light jet slightly negative."""
+    m2 = np.asarray(E) ** 2 - (np.asarray(px) ** 2 + np.asarray(py) ** 2 + np.asarray(pz) ** 2)
+    return np.sqrt(np.clip(m2, 0.0, None))
+
+
+def pseudorapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
+    """eta = asinh(pz / pT) (the detector coordinate of the jet axis)."""
+    return np.arcsinh(np.asarray(pz) / np.hypot(px, py))
+
+
+def dijet_features(
+    jet_a: dict[str, np.ndarray],
+    jet_b: dict[str, np.ndarray],
+    taus_a: np.ndarray,
+    taus_b: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Feature columns for events whose two leading-pT jets are ``jet_a`` (leading) and ``jet_b``.
+
+    ``jet_a``/``jet_b`` map px, py, pz, E to 1-d arrays (one entry per event); ``taus_a``/``taus_b``
+    are (n_events, 3) arrays of tau_1..tau_3. Returns numpy float64 columns named as
+    :data:`DIJET_COLUMNS`.
+    """
+    a = {k: np.asarray(jet_a[k], dtype=np.float64) for k in ("px", "py", "pz", "E")}
+    b = {k: np.asarray(jet_b[k], dtype=np.float64) for k in ("px", "py", "pz", "E")}
+    taus_a = np.asarray(taus_a, dtype=np.float64)
+    taus_b = np.asarray(taus_b, dtype=np.float64)
+    n = len(a["E"])
+    if taus_a.shape != (n, 3) or taus_b.shape != (n, 3):
+        raise ValueError(f"taus must have shape ({n}, 3), got {taus_a.shape} and {taus_b.shape}")
+
+    mass_a = invariant_mass(a["px"], a["py"], a["pz"], a["E"])
+    mass_b = invariant_mass(b["px"], b["py"], b["pz"], b["E"])
+    mjj = invariant_mass(*(a[k] + b[k] for k in ("px", "py", "pz", "E")))
+    a_is_light = mass_a <= mass_b
+
+    def by_mass(value_a: np.ndarray, value_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        light = np.where(a_is_light, value_a, value_b)
+        heavy = np.where(a_is_light, value_b, value_a)
+        return light, heavy
+
+    mj1, mj2 = by_mass(mass_a, mass_b)
+    pt_j1, pt_j2 = by_mass(np.hypot(a["px"], a["py"]), np.hypot(b["px"], b["py"]))
+    eta_j1, eta_j2 = by_mass(
+        pseudorapidity(a["px"], a["py"], a["pz"]), pseudorapidity(b["px"], b["py"], b["pz"])
+    )
+    tau_j1 = np.where(a_is_light[:, None], taus_a, taus_b)
+    tau_j2 = np.where(a_is_light[:, None], taus_b, taus_a)
+
+    return {
+        "mjj": mjj,
+        "mj1": mj1,
+        "mj2": mj2,
+        "delta_mj": mj2 - mj1,
+        "tau1_j1": tau_j1[:, 0],
+        "tau2_j1": tau_j1[:, 1],
+        "tau3_j1": tau_j1[:, 2],
+        "tau1_j2": tau_j2[:, 0],
+        "tau2_j2": tau_j2[:, 1],
+        "tau3_j2": tau_j2[:, 2],
+        "tau21_j1": safe_ratio(tau_j1[:, 1], tau_j1[:, 0]),
+        "tau21_j2": safe_ratio(tau_j2[:, 1], tau_j2[:, 0]),
+        "tau32_j1": safe_ratio(tau_j1[:, 2], tau_j1[:, 1]),
+        "tau32_j2": safe_ratio(tau_j2[:, 2], tau_j2[:, 1]),
+        "pt_j1": pt_j1,
+        "pt_j2": pt_j2,
+        "eta_j1": eta_j1,
+        "eta_j2": eta_j2,
+        "delta_eta": np.abs(eta_j1 - eta_j2),
+    }

@@ -1,0 +1,214 @@
+"""LHC Olympics 2020 R&D HDF5 files to the project's NanoAOD-like ROOT schema.
+
+Why: the published benchmark numbers are on the LHCO R&D sample; converting it to the very schema
+``adhunt generate`` writes lets the same processor, models and bump hunt run on it unchanged.
+
+Input: a pandas HDF5 table (``DataFrame.to_hdf``, fixed or table format), one row per event with
+700 hadrons x (pT, eta, phi) zero-padded (columns 0..2099), then column 2100 = truth label (1 signal,
+0 background). The unlabeled "black box" layout (2100 columns) is accepted too; its ``truthLabel``
+is -1 (unknown). Hadrons are written as massless PF candidates with charge and pdgId 0 (the format
+does not carry them); padding (pT == 0) is dropped. Rows are read in chunks so memory is bounded.
+
+Event numbering: ``event`` = 1-based row in the input file, ``run`` = ``LHCO_RUN`` (3) unless asked
+otherwise (1 and 2 are the generated QCD and W' samples), ``luminosityBlock`` = output file index + 1.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from adhunt.rootio import fileset_entry, make_events, write_events, write_fileset
+
+log = logging.getLogger(__name__)
+
+N_HADRONS = 700
+N_FEATURE_COLUMNS = 3 * N_HADRONS  # 2100
+LABELED_COLUMNS = N_FEATURE_COLUMNS + 1  # 2101
+UNKNOWN_LABEL = -1
+LHCO_RUN = 3
+FILESET_NAME = "fileset.json"
+
+
+def inspect_lhco(path: str | Path, key: str | None = None) -> tuple[str, int, int]:
+    """(key, n_rows, n_columns) of an LHCO HDF5 file, checking its layout without reading the data."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LHCO file not found: {path}")
+    try:
+        store = pd.HDFStore(path, mode="r")
+    except Exception as err:  # tables raises several types for non-HDF5 input
+        raise ValueError(f"{path}: not a readable pandas HDF5 file ({err})") from err
+    with store:
+        keys = [k.lstrip("/") for k in store.keys()]
+        if key is None:
+            if len(keys) != 1:
+                raise ValueError(f"{path}: holds tables {keys}; pick one with --key")
+            key = keys[0]
+        if key not in keys:
+            raise ValueError(f"{path}: no table {key!r} (tables: {keys})")
+        storer = store.get_storer(key)
+        n_rows = getattr(storer, "nrows", None)
+        if n_rows is None:
+            shape = getattr(storer, "shape", None)
+            if not shape or len(shape) != 2:
+                raise ValueError(f"{path}[{key}]: not a 2-D table (shape {shape})")
+            n_rows = int(shape[0])
+        first = store.select(key, start=0, stop=1)
+        n_cols = int(first.shape[1])
+    if n_cols not in (LABELED_COLUMNS, N_FEATURE_COLUMNS):
+        raise ValueError(
+            f"{path}[{key}]: {n_cols} columns; the LHCO R&D format has {LABELED_COLUMNS} "
+            f"({N_HADRONS} hadrons x (pT, eta, phi) + truth label) or {N_FEATURE_COLUMNS} (unlabeled)"
+        )
+    return key, int(n_rows), n_cols
+
+
+def lhco_block_to_events(
+    block: np.ndarray, first_row: int, run: int = LHCO_RUN, luminosity_block: int = 1
+) -> ak.Array:
+    """Events in the on-disk schema from a (rows x 2100|2101) block whose first row is ``first_row`` (0-based)."""
+    block = np.asarray(block, dtype=np.float64)
+    if block.ndim != 2 or block.shape[1] not in (LABELED_COLUMNS, N_FEATURE_COLUMNS):
+        raise ValueError(
+            f"expected rows of {LABELED_COLUMNS} or {N_FEATURE_COLUMNS} columns, got shape {block.shape}"
+        )
+    rows = np.arange(first_row, first_row + len(block))
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+        raise ValueError(f"non-finite values in input row(s) {rows[bad][:10].tolist()}")
+    hadrons = block[:, :N_FEATURE_COLUMNS].reshape(len(block), N_HADRONS, 3)
+    pt, eta, phi = hadrons[..., 0], hadrons[..., 1], hadrons[..., 2]
+    negative = (pt < 0).any(axis=1)
+    if negative.any():
+        raise ValueError(f"negative pT in input row(s) {rows[negative][:10].tolist()}")
+    if block.shape[1] == LABELED_COLUMNS:
+        labels = block[:, N_FEATURE_COLUMNS]
+        invalid = ~np.isin(labels, (0.0, 1.0))
+        if invalid.any():
+            raise ValueError(
+                f"truth label (column {N_FEATURE_COLUMNS}) must be 0 or 1; row(s) {rows[invalid][:10].tolist()} "
+                f"have {np.unique(labels[invalid])[:5].tolist()}"
+            )
+        labels = labels.astype(np.int32)
+    else:
+        labels = np.full(len(block), UNKNOWN_LABEL, dtype=np.int32)
+    present = pt > 0  # zero pT is padding
+    counts = present.sum(axis=1)
+    zeros = np.zeros(int(counts.sum()))
+    return make_events(
+        run=run,
+        luminosity_block=luminosity_block,
+        event=(rows + 1).astype(np.uint64),
+        truth_label=labels,
+        counts=counts,
+        candidates={
+            "pt": pt[present],
+            "eta": eta[present],
+            "phi": phi[present],
+            "mass": zeros,
+            "charge": zeros.astype(np.int32),
+            "pdgId": zeros.astype(np.int32),
+        },
+    )
+
+
+def read_lhco_chunks(
+    path: str | Path, key: str | None = None, chunk_size: int = 5000
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first row, float array block) of an LHCO file, ``chunk_size`` rows at a time."""
+    import pandas as pd
+
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    key, n_rows, _ = inspect_lhco(path, key)
+    with pd.HDFStore(path, mode="r") as store:
+        for start in range(0, n_rows, chunk_size):
+            frame = store.select(key, start=start, stop=min(start + chunk_size, n_rows))
+            yield start, frame.to_numpy(dtype=np.float64)
+
+
+def convert_lhco(
+    path: str | Path,
+    output_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    key: str | None = None,
+    chunk_size: int = 5000,
+    events_per_file: int = 50_000,
+    run: int = LHCO_RUN,
+    progress_callback: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Convert an LHCO HDF5 file to ROOT files ``{dataset}_{index:04d}.root`` + ``fileset.json``.
+
+    ``dataset`` defaults to the input file's stem. Re-running overwrites the files (surplus ones of
+    an earlier, larger conversion are removed) and replaces the dataset's fileset entry.
+    """
+    path = Path(path)
+    if events_per_file < 1:
+        raise ValueError(f"events_per_file must be >= 1, got {events_per_file}")
+    key, n_rows, n_cols = inspect_lhco(path, key)
+    if n_rows == 0:
+        raise ValueError(f"{path}[{key}]: the table has no rows")
+    name = dataset or path.stem
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    counters = {"n_events": 0, "n_signal": 0, "n_candidates": 0}
+
+    def pieces() -> Iterator[tuple[int, ak.Array]]:
+        for start, block in read_lhco_chunks(path, key, chunk_size):
+            # Split the chunk at output-file boundaries.
+            row = start
+            while row < start + len(block):
+                file_index = row // events_per_file
+                stop = min(start + len(block), (file_index + 1) * events_per_file)
+                events = lhco_block_to_events(
+                    block[row - start : stop - start], row, run, file_index + 1
+                )
+                counters["n_events"] += len(events)
+                counters["n_signal"] += int(np.sum(ak.to_numpy(events.truthLabel) == 1))
+                counters["n_candidates"] += int(ak.sum(ak.num(events.PFCands)))
+                yield file_index, events
+                row = stop
+
+    def notify(group: Iterator[tuple[int, ak.Array]]) -> Iterator[ak.Array]:
+        for _, events in group:
+            yield events
+            if progress_callback is not None:
+                progress_callback(len(events))
+
+    paths = []
+    for file_index, group in itertools.groupby(pieces(), key=lambda item: item[0]):
+        target = output_dir / f"{name}_{file_index:04d}.root"
+        write_events(target, notify(group))
+        paths.append(target.resolve())
+    n_files = math.ceil(n_rows / events_per_file)
+    for stale in output_dir.glob(f"{name}_*.root"):
+        suffix = stale.stem[len(name) + 1 :]
+        if suffix.isdigit() and int(suffix) >= n_files:
+            stale.unlink()
+    metadata: dict[str, Any] = {
+        "source": str(path.resolve()),
+        "key": key,
+        "format": "LHC Olympics 2020 R&D HDF5",
+        "labeled": n_cols == LABELED_COLUMNS,
+        "n_events": counters["n_events"],
+        "n_signal": counters["n_signal"] if n_cols == LABELED_COLUMNS else None,
+        "mean_candidates": counters["n_candidates"] / counters["n_events"],
+        "run": run,
+        "config": {"chunk_size": chunk_size, "events_per_file": events_per_file, "dataset": name},
+        "adhunt_version": importlib.metadata.version("adhunt"),
+    }
+    write_fileset(output_dir / FILESET_NAME, {name: fileset_entry(paths, metadata)}, update=True)
+    log.info("converted %d events of %s into %d file(s)", counters["n_events"], path, len(paths))
+    return paths

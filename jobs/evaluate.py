@@ -1,0 +1,111 @@
+"""``adhunt evaluate MODEL_DIR... --test DIR``: ROC / SIC of several models on a labelled test sample.
+
+Each model is evaluated in its own signal region on the test events with truth 0 or 1 (unknown
+-1 events are left out and counted). Writes ``summary.json`` (AUC, max SIC with its minimum
+background count, background rejection at fixed signal efficiency, thinned curves, and each model's
+description) and ``sic.png`` (SIC versus signal efficiency for all models).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+
+def run_evaluate(
+    model_dirs: list[Path],
+    test_dir: Path,
+    output: Path,
+    mode: str = "ensemble",
+    min_background: int = 20,
+    datasets: list[str] | None = None,
+    all_mjj: bool = False,
+    progress: Any | None = None,
+) -> dict[str, Any]:
+    """Evaluate saved models; returns the summary written to ``output/summary.json``."""
+    import numpy as np
+
+    from adhunt.jobs.train import read_table
+    from adhunt.models.base import ResonantModel
+    from adhunt.performance import curve_for_json, plot_sic, roc_sic
+
+    if not model_dirs:
+        raise ValueError("give at least one model directory")
+    table = read_table(test_dir, datasets, "--test")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    results, summary = {}, {"test_dir": str(test_dir), "mode": mode, "models": {}}
+    for i, model_dir in enumerate(model_dirs):
+        model = ResonantModel.load(model_dir)
+        name = model.method
+        if name in results:
+            name = f"{model.method} ({Path(model_dir).name})"
+        sel = table["truth_label"].isin((0, 1)).to_numpy().copy()
+        if not all_mjj:
+            sel &= model.region.in_sr(table["mjj"].to_numpy(dtype=np.float64))
+        test = table[sel]
+        scores = model.score(test, mode=mode)
+        res = roc_sic(test["truth_label"].to_numpy(), scores, min_background=min_background)
+        results[name] = res
+        entry = curve_for_json(res)
+        entry["model_dir"] = str(model_dir)
+        entry["n_unlabelled_skipped"] = int((~table["truth_label"].isin((0, 1))).sum())
+        entry["selection"] = "all mjj" if all_mjj else f"SR {model.region}"
+        entry["model"] = {k: v for k, v in model.describe().items() if k != "training"}
+        summary["models"][name] = entry
+        logger.info(
+            "%s: AUC %.3f, max SIC %s (%d signal, %d background)", name, res["auc"],
+            "n/a" if res["max_sic"] is None else f"{res['max_sic']:.2f}", res["n_signal"], res["n_background"],
+        )  # fmt: skip
+        if progress is not None:
+            progress(i + 1, len(model_dirs))
+    plot_sic(results, output / "sic.png", title=f"test: {Path(test_dir).name}")
+    (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    return summary
+
+
+def evaluate(
+    models: Annotated[
+        list[Path], typer.Argument(help="Model directories written by adhunt train.")
+    ],
+    test: Annotated[
+        Path, typer.Option("--test", help="Labelled feature directory (truth_label 0/1).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for summary.json and sic.png.")
+    ],
+    mode: Annotated[
+        str, typer.Option("--mode", help="ensemble (independent test) or kfold (training data).")
+    ] = "ensemble",
+    min_background: Annotated[
+        int, typer.Option("--min-background", help="Background events a SIC point needs.")
+    ] = 20,
+    datasets: Annotated[
+        str | None, typer.Option("--datasets", help="Only these datasets of --test.")
+    ] = None,
+    all_mjj: Annotated[
+        bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
+    ] = False,
+) -> None:
+    """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
+    from adhunt.jobs.reporting import progress_bar
+    from adhunt.jobs.train import split_list
+    from adhunt.models.artifact import ArtifactError
+
+    with progress_bar() as bar:
+        task = bar.add_task("evaluate", total=len(models))
+        try:
+            run_evaluate(
+                models, test, output, mode=mode, min_background=min_background,
+                datasets=split_list(datasets), all_mjj=all_mjj,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )  # fmt: skip
+        except (ArtifactError, ValueError, KeyError, ImportError) as exc:
+            logger.error("%s", exc)
+            raise typer.Exit(code=2) from exc

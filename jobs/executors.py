@@ -1,0 +1,134 @@
+"""The one place that turns executor options into a coffea ``processor.Runner``.
+
+``iterative`` runs chunks in this process; ``futures`` in a local process pool; ``dask`` either
+on a ``distributed.LocalCluster`` it starts (``workers`` single-threaded worker processes) or,
+given a scheduler address, on a running ``dask scheduler`` + ``dask worker`` cluster. Use it as
+a context manager so clusters and clients are always closed::
+
+    with coffea_runner(ExecutorConfig(executor="dask", workers=2), schema=...) as runner:
+        output = runner(fileset, processor_instance, treename="Events")
+
+Retries are off: our inputs are local files, so a failure is deterministic and retrying only
+delays (and triplicates) the error message. Every executor gets the same chunking, so outputs
+are identical whichever runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("iterative", "futures", "dask")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How chunks are distributed. ``scheduler`` (dask only): e.g. ``tcp://127.0.0.1:8786``."""
+
+    executor: str = "iterative"
+    workers: int = 1
+    chunksize: int = 100_000
+    scheduler: str | None = None
+    skip_bad_files: bool = False
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {self.chunksize}")
+        if self.scheduler is not None and self.executor != "dask":
+            raise ValueError("a scheduler address only makes sense with executor='dask'")
+
+
+@contextlib.contextmanager
+def coffea_runner(
+    config: ExecutorConfig,
+    schema: type | None = None,
+    skip_exceptions: tuple[type[BaseException], ...] = (),
+) -> Iterator:
+    """A ready ``coffea.processor.Runner``; closes whatever cluster/client it opened on exit.
+
+    ``schema`` is the NanoEvents schema class (default NanoAODSchema). With ``skip_bad_files``
+    coffea skips chunks/files raising ``OSError`` or any of ``skip_exceptions`` instead of failing;
+    callers must then find out what was skipped (coffea only warns, on the worker).
+    """
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    skip: bool | tuple[type[BaseException], ...] = False
+    if config.skip_bad_files:
+        skip = (OSError, *skip_exceptions)
+
+    with contextlib.ExitStack() as stack:
+        if config.executor == "iterative":
+            executor = processor.IterativeExecutor(status=False, retries=0)
+        elif config.executor == "futures":
+            executor = processor.FuturesExecutor(workers=config.workers, status=False, retries=0)
+        else:
+            executor = processor.DaskExecutor(
+                client=stack.enter_context(_dask_client(config)), status=False, retries=0
+            )
+        yield processor.Runner(
+            executor=executor,
+            chunksize=config.chunksize,
+            schema=schema or NanoAODSchema,
+            skipbadfiles=skip,
+            metadata_cache={},  # a fresh cache: files rewritten in place must not reuse stale entries
+        )
+
+
+@contextlib.contextmanager
+def _dask_client(config: ExecutorConfig) -> Iterator:
+    from distributed import Client, LocalCluster
+
+    # distributed sets its loggers to INFO when first imported (after the CLI configured logging):
+    # keep its scheduler/nanny chatter out of the run's log unless debugging (-v).
+    if not logging.getLogger("adhunt").isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+    if config.scheduler:
+        logger.info("connecting to dask scheduler %s", config.scheduler)
+        _check_reachable(config.scheduler)
+        try:
+            client = Client(config.scheduler, timeout="20s")
+        except OSError as err:
+            raise ConnectionError(f"cannot reach dask scheduler {config.scheduler}: {err}") from err
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    logger.info(
+        "starting a dask LocalCluster with %d single-threaded worker process(es)", config.workers
+    )
+    with (
+        LocalCluster(
+            n_workers=config.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after the client's 20 s timeout, when nothing listens at a tcp address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+        return  # tls://, inproc:// ...: let distributed handle them
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"cannot reach dask scheduler {address}: {err}") from err

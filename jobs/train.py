@@ -1,0 +1,197 @@
+"""``adhunt train METHOD``: fit a k-fold resonant anomaly-detection model on a feature directory.
+
+``run_train`` is the library entry point (tests, demo); ``train`` is the typer command around it.
+The artifact written to ``--output`` is self-contained: weights, configuration, window, features,
+seeds, and where the training data came from (directories, datasets, injected signal counts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from adhunt.schema import DEFAULT_SIGNAL_REGION, STANDARD_FEATURES
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = f"{DEFAULT_SIGNAL_REGION[0]:g}:{DEFAULT_SIGNAL_REGION[1]:g}"
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; None/empty -> None."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def read_table(directory: Path, datasets: list[str] | None, what: str):
+    """Feature table of ``directory`` (optionally some datasets), with a clear error naming ``what``."""
+    from adhunt.tables import FeatureTableError, read_features
+
+    try:
+        return read_features(directory, datasets)
+    except FeatureTableError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
+def _with_backend(config: Any, backend: str) -> Any:
+    """Apply ``--backend`` to a method's config (directly, or to its nested classifier config)."""
+    from adhunt.models.base import TrainConfig
+
+    if isinstance(config, TrainConfig):
+        return dataclasses.replace(config, backend=backend)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, TrainConfig):
+            return dataclasses.replace(
+                config, **{f.name: dataclasses.replace(value, backend=backend)}
+            )
+    raise ValueError(
+        f"--backend does not apply to {type(config).__name__} (no classifier settings)"
+    )
+
+
+def run_train(
+    method: str,
+    features_dir: Path,
+    output: Path,
+    window: str = DEFAULT_WINDOW,
+    folds: int = 5,
+    seed: int = 0,
+    backend: str | None = None,
+    features: list[str] | None = None,
+    datasets: list[str] | None = None,
+    reference_dir: Path | None = None,
+    reference_datasets: list[str] | None = None,
+    inject: int | None = None,
+    signal_dir: Path | None = None,
+    signal_datasets: list[str] | None = None,
+    config_path: Path | None = None,
+    overwrite: bool = False,
+    progress: Any | None = None,
+):
+    """Train ``method`` and save it to ``output``; returns the fitted model."""
+    from adhunt.config import config_to_dict, load_config
+    from adhunt.injection import inject_signal, injection_summary
+    from adhunt.models.registry import get_method
+    from adhunt.regions import SignalRegion
+
+    cls = get_method(method)
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ValueError(f"output {output} exists and is not empty (use --overwrite to replace it)")
+    region = SignalRegion.parse(window)
+    config = load_config(cls.config_class, config_path) if config_path else cls.config_class()
+    if backend is not None:
+        config = _with_backend(config, backend)
+    features = list(features or STANDARD_FEATURES)
+    if cls.needs_reference and reference_dir is None:
+        raise ValueError(f"method {method!r} needs --reference DIR (a true-background sample)")
+    if not cls.needs_reference and reference_dir is not None:
+        raise ValueError(f"method {method!r} does not use --reference")
+    if (inject is None) != (signal_dir is None):
+        raise ValueError("--inject N and --signal DIR go together")
+
+    data = read_table(features_dir, datasets, "--features")
+    provenance: dict[str, Any] = {
+        "command": "train",
+        "features_dir": str(features_dir),
+        "datasets": datasets or sorted(set(data["dataset"])),
+    }
+    if inject is not None:
+        signal = read_table(signal_dir, signal_datasets, "--signal")
+        data = inject_signal(data, signal, inject, seed)
+        provenance["injection"] = {
+            "signal_dir": str(signal_dir),
+            "signal_datasets": signal_datasets or sorted(set(signal["dataset"])),
+            "n_injected": int(inject),
+            "seed": seed,
+            **injection_summary(data, region),
+        }
+    elif "truth_label" in data.columns and data["truth_label"].isin((0, 1)).all():
+        provenance["truth_counts"] = injection_summary(data, region)
+    reference = None
+    if reference_dir is not None:
+        reference = read_table(reference_dir, reference_datasets, "--reference")
+        provenance["reference_dir"] = str(reference_dir)
+        provenance["n_reference"] = len(reference)
+
+    model = cls(features, region, n_folds=folds, seed=seed, config=config)
+    logger.info(
+        "training %s on %d events, window %s GeV, %d folds, features %s",
+        method, len(data), region, folds, ",".join(features),
+    )  # fmt: skip
+    model.fit(data, reference, progress=progress)
+    provenance["config"] = config_to_dict(config)
+    model.save(output, extra={"provenance": provenance})
+    logger.info("saved %s model to %s", method, output)
+    return model
+
+
+def train(
+    method: Annotated[
+        str,
+        typer.Argument(
+            help="cwola, cathode, anode, ranode, iad (needs --reference) or supervised."
+        ),
+    ],
+    features: Annotated[
+        Path, typer.Option("--features", help="Feature directory (adhunt features).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+    window: Annotated[
+        str, typer.Option("--window", help="Signal region LOW:HIGH[:SIDEBAND] in GeV.")
+    ] = DEFAULT_WINDOW,
+    folds: Annotated[int, typer.Option("--folds", help="k of the k-fold training.")] = 5,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of folds, initialisation and injection.")
+    ] = 0,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Classifier back-end: hgb or mlp.")
+    ] = None,
+    features_list: Annotated[
+        str, typer.Option("--features-list", help="Comma-separated input features.")
+    ] = ",".join(STANDARD_FEATURES),
+    datasets: Annotated[
+        str | None, typer.Option("--datasets", help="Only these datasets of --features.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="True-background feature directory (iad).")
+    ] = None,
+    reference_datasets: Annotated[str | None, typer.Option("--reference-datasets")] = None,
+    inject: Annotated[
+        int | None, typer.Option("--inject", help="Inject N signal events from --signal.")
+    ] = None,
+    signal: Annotated[
+        Path | None, typer.Option("--signal", help="Signal feature directory for --inject.")
+    ] = None,
+    signal_datasets: Annotated[str | None, typer.Option("--signal-datasets")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML/TOML file with the method's config.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing model directory.")
+    ] = False,
+) -> None:
+    """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact."""
+    from adhunt.jobs.reporting import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"train {method}", total=folds)
+        try:
+            run_train(
+                method, features, output, window=window, folds=folds, seed=seed, backend=backend,
+                features=split_list(features_list), datasets=split_list(datasets),
+                reference_dir=reference, reference_datasets=split_list(reference_datasets),
+                inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
+                config_path=config, overwrite=overwrite,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+        except (ValueError, KeyError, ImportError, FileNotFoundError) as exc:
+            logger.error("%s", exc)
+            raise typer.Exit(code=2) from exc

@@ -1,0 +1,135 @@
+"""Small NanoAOD-like event files written by the tests themselves (uproot ``mktree``).
+
+The events are built so that the expected selection is known by construction:
+
+- ``dijet``: two narrow sprays of particles back to back in phi, each 1.3-1.8 TeV (pass all cuts);
+- ``monojet``: one 1.5 TeV spray of particles within dR < 0.3, nothing else (1 jet: fails ``two_jets``);
+- ``soft``: a few GeV of scattered particles (fails the trigger);
+- ``empty``: no particles (fails the trigger);
+- ``nan``: a dijet event with one NaN pT (rejected at ``finite_momenta``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+KINDS = ("dijet", "monojet", "soft", "empty", "nan")
+
+
+def _spray(rng: np.random.Generator, pt_total: float, eta: float, phi: float, n: int, width: float):
+    fractions = rng.dirichlet(np.ones(n))
+    return (
+        pt_total * fractions,
+        eta + rng.normal(0, width, n),
+        phi + rng.normal(0, width, n),
+    )
+
+
+def make_event(kind: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Particles (pt, eta, phi, mass) of one event of the given kind."""
+    parts = []
+    if kind in ("dijet", "nan"):
+        phi0 = rng.uniform(-np.pi, np.pi)
+        eta0 = rng.uniform(-1, 1)
+        for sign in (1, -1):
+            pt_total = rng.uniform(1300, 1800)
+            n = int(rng.integers(15, 40))
+            # Two prongs per jet so that tau2 < tau1 is non-trivial.
+            for frac, offset in ((0.7, 0.0), (0.3, 0.35)):
+                pt, eta, phi = _spray(
+                    rng, frac * pt_total, sign * eta0 + offset, phi0 + (sign < 0) * np.pi, n, 0.05
+                )
+                parts.append((pt, eta, phi))
+    elif kind == "monojet":
+        parts.append(_spray(rng, 1500.0, rng.uniform(-1, 1), rng.uniform(-np.pi, np.pi), 30, 0.08))
+    elif kind == "soft":
+        n = 10
+        parts.append(
+            (rng.uniform(0.5, 2.0, n), rng.uniform(-3, 3, n), rng.uniform(-np.pi, np.pi, n))
+        )
+    elif kind != "empty":
+        raise ValueError(kind)
+    if parts:
+        pt, eta, phi = (np.concatenate(x) for x in zip(*parts, strict=True))
+    else:
+        pt = eta = phi = np.zeros(0)
+    phi = (phi + np.pi) % (2 * np.pi) - np.pi
+    mass = np.full(len(pt), 0.13957)
+    if kind == "nan":
+        pt[3] = np.nan
+    return {"pt": pt, "eta": eta, "phi": phi, "mass": mass}
+
+
+def make_events(kinds: list[str], seed: int) -> dict[str, object]:
+    """Column dict (jagged PFCands + event branches) for a list of event kinds."""
+    rng = np.random.default_rng(seed)
+    events = [make_event(k, rng) for k in kinds]
+    counts = np.array([len(e["pt"]) for e in events], dtype=np.int64)
+    flat = {
+        f: np.concatenate([np.zeros(0), *(e[f] for e in events)]).astype(np.float32)
+        for f in ("pt", "eta", "phi", "mass")
+    }
+    n = len(counts)
+    flat["charge"] = np.zeros(len(flat["pt"]), np.int32)
+    flat["pdgId"] = np.full(len(flat["pt"]), 211, np.int32)
+    return {
+        "PFCands": ak.unflatten(ak.zip(flat), counts),
+        "run": np.ones(n, np.int32),
+        "luminosityBlock": np.ones(n, np.int32),
+        "event": np.arange(seed * 100_000, seed * 100_000 + n, dtype=np.int64),
+        "truthLabel": np.zeros(n, np.int32),
+    }
+
+
+def write_events(path: str | Path, columns: dict[str, object], drop: tuple[str, ...] = ()) -> Path:
+    """Write a TTree ``Events`` in the NanoAOD layout; ``drop`` removes branches (bad-input tests).
+
+    ``drop`` entries are ``"truthLabel"`` or ``"PFCands_<field>"``.
+    """
+    columns = dict(columns)
+    for name in drop:
+        if name.startswith("PFCands_"):
+            field = name.removeprefix("PFCands_")
+            pf = columns["PFCands"]
+            columns["PFCands"] = ak.zip({f: pf[f] for f in pf.fields if f != field})
+        else:
+            columns.pop(name)
+    path = Path(path)
+    with uproot.recreate(path) as handle:
+        handle.mktree(
+            "Events",
+            {
+                k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
+                for k, v in columns.items()
+            },
+        )
+        if len(columns["run"]):
+            handle["Events"].extend(columns)
+    return path
+
+
+def expected_cutflow(kinds: list[str]) -> dict[str, int]:
+    """The cutflow the kinds imply, counted independently of the processor."""
+    return {
+        "events": len(kinds),
+        "finite_momenta": sum(k != "nan" for k in kinds),
+        "trigger": sum(k in ("dijet", "monojet") for k in kinds),
+        "two_jets": sum(k == "dijet" for k in kinds),
+    }
+
+
+def corrupt_baskets(source: Path, target: Path) -> Path:
+    """Overwrite the middle of the compressed PFCands_pt baskets: the file opens, reading fails."""
+    data = bytearray(source.read_bytes())
+    with uproot.open(source) as handle:
+        branch = handle["Events"]["PFCands_pt"]
+        start = int(branch.member("fBasketSeek")[0])
+        size = int(branch.member("fBasketBytes")[0])
+    key_len = 100  # skip the TKey header; garble the compressed payload
+    data[start + key_len : start + size - 8] = b"\x5a" * (size - 8 - key_len)
+    target.write_bytes(bytes(data))
+    return target

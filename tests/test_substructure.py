@@ -1,0 +1,168 @@
+"""N-subjettiness against an independent plain-Python exclusive-kT + tau_N (no fastjet)."""
+
+from __future__ import annotations
+
+import math
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from adhunt.substructure import nsubjettiness, safe_ratio
+
+# --- independent reference: plain Python, no numpy vectorisation, no fastjet ---------------------
+
+
+def _rap_phi(p):
+    px, py, pz, E = p
+    return 0.5 * math.log((E + pz) / (E - pz)), math.atan2(py, px)
+
+
+def _dr2(p, q):
+    (y1, f1), (y2, f2) = _rap_phi(p), _rap_phi(q)
+    dphi = abs(f1 - f2)
+    if dphi > math.pi:
+        dphi = 2 * math.pi - dphi
+    return (y1 - y2) ** 2 + dphi**2
+
+
+def _pt2(p):
+    return p[0] ** 2 + p[1] ** 2
+
+
+def brute_force_exclusive_kt(particles, n):
+    """Merge the pair with the smallest min(pT_i^2, pT_j^2) dR_ij^2 until n objects remain (E-scheme).
+
+    This is exclusive kT with no beam distance, i.e. R -> infinity (fastjet-contrib's KT_Axes).
+    """
+    objects = [tuple(p) for p in particles]
+    while len(objects) > n:
+        best = None
+        for i in range(len(objects)):
+            for j in range(i + 1, len(objects)):
+                d = min(_pt2(objects[i]), _pt2(objects[j])) * _dr2(objects[i], objects[j])
+                if best is None or d < best[0]:
+                    best = (d, i, j)
+        _, i, j = best
+        merged = tuple(a + b for a, b in zip(objects[i], objects[j], strict=True))
+        objects = [o for k, o in enumerate(objects) if k not in (i, j)] + [merged]
+    return objects
+
+
+def brute_force_tau(particles, n, r0, beta=1.0):
+    if len(particles) <= n:
+        return 0.0
+    axes = brute_force_exclusive_kt(particles, n)
+    num = sum(
+        math.sqrt(_pt2(p)) * min(math.sqrt(_dr2(p, a)) for a in axes) ** beta for p in particles
+    )
+    den = sum(math.sqrt(_pt2(p)) for p in particles) * r0**beta
+    return num / den
+
+
+def _random_jet(rng, n_particles, n_prongs):
+    """A jet of massive particles around 1-3 prong directions (Cartesian px, py, pz, E)."""
+    centres = [(rng.uniform(-1.5, 1.5), rng.uniform(-np.pi, np.pi))]
+    for _ in range(n_prongs - 1):
+        centres.append(
+            (centres[0][0] + rng.uniform(-0.5, 0.5), centres[0][1] + rng.uniform(-0.5, 0.5))
+        )
+    out = []
+    for k in range(n_particles):
+        eta0, phi0 = centres[k % n_prongs]
+        pt = rng.exponential(30.0) + 0.5
+        eta, phi, m = eta0 + rng.normal(0, 0.15), phi0 + rng.normal(0, 0.15), 0.13957
+        px, py, pz = pt * math.cos(phi), pt * math.sin(phi), pt * math.sinh(eta)
+        out.append((px, py, pz, math.sqrt(px * px + py * py + pz * pz + m * m)))
+    return out
+
+
+def _as_awkward(jets):
+    return ak.Array(
+        [[{"px": p[0], "py": p[1], "pz": p[2], "E": p[3]} for p in jet] for jet in jets]
+    )
+
+
+@pytest.fixture(scope="module")
+def jets():
+    rng = np.random.default_rng(7)
+    sizes = [1, 2, 3, 4, 5, 8, 13, 21, 30, 40]
+    return [_random_jet(rng, n, 1 + i % 3) for i, n in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("r0", [1.0, 0.8])
+def test_tau_matches_brute_force(jets, r0):
+    taus = nsubjettiness(_as_awkward(jets), r0=r0, n_max=3)
+    expected = np.array([[brute_force_tau(j, n, r0) for n in (1, 2, 3)] for j in jets])
+    np.testing.assert_allclose(taus, expected, rtol=1e-9, atol=1e-12)
+    # Non-trivial: the multi-particle jets have positive, decreasing taus.
+    assert (
+        np.all(taus[5:, 0] > taus[5:, 1])
+        and np.all(taus[5:, 1] > taus[5:, 2])
+        and np.all(taus[5:] > 0)
+    )
+
+
+def test_tau_beta_two_matches_brute_force(jets):
+    taus = nsubjettiness(_as_awkward(jets), r0=1.0, n_max=2, beta=2.0)
+    expected = np.array([[brute_force_tau(j, n, 1.0, beta=2.0) for n in (1, 2)] for j in jets])
+    np.testing.assert_allclose(taus, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_few_constituents_give_zero():
+    """tau_N = 0 for jets with <= N constituents, including an empty jet."""
+    rng = np.random.default_rng(3)
+    small = [_random_jet(rng, n, 1) for n in (1, 2, 3)] + [[]]
+    taus = nsubjettiness(_as_awkward(small), r0=1.0)
+    assert taus[0].tolist() == [0.0, 0.0, 0.0]
+    assert taus[1, 0] > 0 and taus[1, 1:].tolist() == [0.0, 0.0]
+    assert taus[2, 0] > 0 and taus[2, 1] > 0 and taus[2, 2] == 0.0
+    assert taus[3].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_two_particle_tau1_analytic():
+    """Two massless particles at equal pT, dphi = 0.4 at y = 0: the axis bisects them, tau1 = 0.2/R0."""
+    pt, half = 100.0, 0.2
+    jet = [(pt * math.cos(s * half), pt * math.sin(s * half), 0.0, pt) for s in (1, -1)]
+    tau = nsubjettiness(_as_awkward([jet]), r0=1.0, n_max=2)
+    np.testing.assert_allclose(tau[0], [half, 0.0], atol=1e-12)
+
+
+def test_agrees_with_fastjet_contrib_njettiness(jets):
+    """Second independent reference: fastjet-contrib Nsubjettiness (NormalizedMeasure, KT_Axes)."""
+    import fastjet
+
+    from adhunt.substructure import KT_AXES_RADIUS
+
+    array = _as_awkward([j for j in jets if j])
+    sequence = fastjet.ClusterSequence(
+        array, fastjet.JetDefinition(fastjet.kt_algorithm, KT_AXES_RADIUS)
+    )
+    reference = np.asarray(
+        sequence.njettiness(
+            measure_definition="NormalizedMeasure",
+            axes_definition="KT_Axes",
+            njets=[1, 2, 3],
+            beta=1.0,
+            R0=1.0,
+        )
+    ).reshape(-1, 3)
+    np.testing.assert_allclose(nsubjettiness(array, r0=1.0), reference, rtol=1e-7, atol=1e-10)
+
+
+def test_sliced_input_equals_packed(jets):
+    """A reordered/sliced view must give the taus of the corresponding jets (fastjet slicing pitfall)."""
+    array = _as_awkward(jets)
+    order = np.array([9, 3, 7, 1, 8])
+    np.testing.assert_array_equal(
+        nsubjettiness(array[order], 1.0), nsubjettiness(array, 1.0)[order]
+    )
+
+
+def test_safe_ratio_and_bad_arguments():
+    np.testing.assert_array_equal(safe_ratio([1.0, 2.0, 0.0], [2.0, 0.0, 0.0]), [0.5, 0.0, 0.0])
+    assert nsubjettiness(_as_awkward([]), 1.0).shape == (0, 3)
+    with pytest.raises(ValueError, match="R0"):
+        nsubjettiness(_as_awkward([[(1.0, 0.0, 0.0, 1.0)]]), r0=0.0)
+    with pytest.raises(ValueError, match="n_max"):
+        nsubjettiness(_as_awkward([[(1.0, 0.0, 0.0, 1.0)]]), r0=1.0, n_max=0)
