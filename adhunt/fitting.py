@@ -439,10 +439,12 @@ def _fit(
         mu = wf.sum(axis=1)
         dmu = np.einsum("bn,bnk->bk", wf, phi_s)
         d2mu = np.einsum("bn,bnk,bnl->bkl", wf, phi_s, phi_s)
-        g = (1.0 - n_s / mu) @ dmu
-        h = np.einsum("b,bk,bl->kl", n_s / mu**2, dmu, dmu) + np.einsum(
-            "b,bkl->kl", 1.0 - n_s / mu, d2mu
-        )
+        # Bins whose expectation underflows to 0 (far tails of sparse post-cut spectra) and are
+        # empty contribute nothing; avoid 0/0 there.
+        r = np.divide(n_s, mu, out=np.zeros_like(mu), where=mu > 0)
+        r2 = np.divide(r, mu, out=np.zeros_like(mu), where=mu > 0)
+        g = (1.0 - r) @ dmu
+        h = np.einsum("b,bk,bl->kl", r2, dmu, dmu) + np.einsum("b,bkl->kl", 1.0 - r, d2mu)
         return g, h
 
     # Newton polish with the exact Hessian: MIGRAD stops on its EDM estimate, which along the

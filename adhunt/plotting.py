@@ -7,6 +7,7 @@ plots can be written on machines without a display (batch jobs, CI).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,30 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
     plt.close(fig)
     logger.info("wrote %s", path)
     return path
+
+
+def plot_local_significance_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Local significance vs window centre from plain arrays, one line per entry of ``curves``.
+
+    For scans where every window has its own spectrum (per-window training), so that there is no
+    single :class:`~adhunt.bumphunt.ScanReport`; ``curves`` maps a legend label to (centres, Z).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 7))
+    if not curves:
+        plt.close(fig)
+        raise ValueError("plot_local_significance_curves: no curves to plot")
+    for label, (x, y) in curves.items():
+        ax.plot(np.asarray(x, float), np.asarray(y, float), marker="o", ms=4, label=label)
+    ax.axhline(0, color="black", lw=1)
+    for z in (2, 3, 5):
+        ax.axhline(z, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel(r"signal-region centre $m_{jj}$ [GeV]")
+    ax.set_ylabel("local significance Z (signed)")
+    ax.legend(fontsize="small", title=title or None, title_fontsize="small")
+    _label(ax)
+    return _save(fig, plt, path)

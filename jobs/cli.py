@@ -1,9 +1,15 @@
 """The ``adhunt`` command line: one subcommand per stage of the search.
 
-    adhunt generate   Pythia 8 events (QCD dijets or W' -> X Y) to NanoAOD-like ROOT files + fileset
+    adhunt generate      Pythia 8 events (QCD dijets or W' -> X Y) to NanoAOD-like ROOT files + fileset
     adhunt convert-lhco  LHC Olympics R&D HDF5 to the same ROOT schema
-    adhunt features   dijet features from a fileset through a Coffea processor
-    adhunt demo       the whole chain on a small sample it generates itself
+    adhunt features      dijet features from a fileset through a Coffea processor
+    adhunt train         a k-fold anomaly detector (cwola, cathode, anode, ranode, iad, supervised)
+    adhunt score         anomaly scores of every event of a feature directory
+    adhunt evaluate      ROC / SIC of trained models on a labelled test set
+    adhunt infer         distributed scoring of a fileset into mjj histograms per score cut
+    adhunt scan          sliding-window bump hunt, training per window, local and global Z
+    adhunt sculpting     does a score cut sculpt the background mjj spectrum?
+    adhunt demo          the whole chain on a small sample it generates itself
 
 Each subcommand lives in its own module of ``adhunt.jobs``; this file only wires them together.
 """
@@ -43,6 +49,10 @@ app.command("features")(__import__("adhunt.jobs.features", fromlist=["features"]
 app.command("train")(__import__("adhunt.jobs.train", fromlist=["train"]).train)
 app.command("score")(__import__("adhunt.jobs.score", fromlist=["score"]).score)
 app.command("evaluate")(__import__("adhunt.jobs.evaluate", fromlist=["evaluate"]).evaluate)
+app.command("infer")(__import__("adhunt.jobs.infer", fromlist=["infer"]).infer)
+app.command("scan")(__import__("adhunt.jobs.scan", fromlist=["scan"]).scan)
+app.command("sculpting")(__import__("adhunt.jobs.sculpting", fromlist=["sculpting"]).sculpting)
+app.command("demo")(__import__("adhunt.jobs.demo", fromlist=["demo"]).demo)
 
 
 def main() -> None:

@@ -241,6 +241,27 @@ def _unprocessed(
     return missing
 
 
+def cutflow_table(cutflow: dict[str, dict[str, int]], title: str) -> Any:
+    """A rich table of a cutflow ``{dataset: {step: n}}``: counts and efficiency w.r.t. events read."""
+    from rich.table import Table
+
+    from adhunt.processors.features import CUTFLOW_STEPS
+
+    table = Table(title=title)
+    table.add_column("step")
+    for dataset in cutflow:
+        table.add_column(dataset, justify="right")
+        table.add_column("eff.", justify="right")
+    for step in CUTFLOW_STEPS:
+        row = [step]
+        for counts in cutflow.values():
+            total = counts.get("events", 0)
+            n = counts.get(step, 0)
+            row += [str(n), f"{n / total:.3f}" if total else "-"]
+        table.add_row(*row)
+    return table
+
+
 def features(
     fileset: Annotated[Path, typer.Argument(help="Fileset JSON: {dataset: files} (coffea form).")],
     output: Annotated[
@@ -268,11 +289,9 @@ def features(
     """Extract dijet features from a fileset through the Coffea feature processor."""
     import dataclasses
 
-    from rich.table import Table
-
     from adhunt.config import load_config
     from adhunt.jobs.reporting import console
-    from adhunt.processors.features import CUTFLOW_STEPS, FeatureConfig, FeatureInputError
+    from adhunt.processors.features import FeatureConfig, FeatureInputError
 
     feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
     overrides = {k: v for k, v in {"jets": jets, "radius": radius}.items() if v is not None}
@@ -292,18 +311,7 @@ def features(
         logger.error("%s", err)
         raise typer.Exit(code=1) from err
 
-    table = Table(title=f"cutflow ({output})")
-    table.add_column("step")
-    for dataset in result.cutflow:
-        table.add_column(dataset, justify="right")
-        table.add_column("eff.", justify="right")
-    for step in CUTFLOW_STEPS:
-        row = [step]
-        for counts in result.cutflow.values():
-            total = counts["events"]
-            row += [str(counts[step]), f"{counts[step] / total:.3f}" if total else "-"]
-        table.add_row(*row)
-    console.print(table)
+    console.print(cutflow_table(result.cutflow, f"cutflow ({output})"))
     for item in result.skipped:
         logger.warning("skipped %s: %s", item["file"], item["reason"])
     logger.info("wrote %d feature table(s) to %s", len(result.files), output)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
+import pandas as pd
 from coffea import processor
 from coffea.nanoevents import PFNanoAODSchema
 
@@ -125,85 +126,97 @@ class DijetFeatureProcessor(processor.ProcessorABC):
     def postprocess(self, accumulator: dict) -> dict:
         return accumulator
 
-    # ------------------------------------------------------------------------------------------
     def _features(self, events, dataset: str, where: str):
-        fields = set(events.fields)
-        collection = "FatJet" if self.config.jets == "fatjet" else "PFCands"
-        needed = FATJET_FIELDS if self.config.jets == "fatjet" else PFCANDS_FLOAT_FIELDS
-        if collection not in fields:
-            raise FeatureInputError(
-                f"{where}: missing collection {collection} (branches {collection}_*)"
-            )
-        have = set(events[collection].fields)
-        missing = [f"{collection}_{f}" for f in needed if f not in have]
-        missing += [b for b in ("run", "event") if b not in fields]
-        if missing:
-            raise FeatureInputError(f"{where}: missing branch(es) {', '.join(missing)}")
+        return compute_features(events, self.config, dataset, where)
 
-        n_events = len(events)
-        cutflow = dict.fromkeys(CUTFLOW_STEPS, 0)
-        cutflow["events"] = n_events
-        warnings: list[str] = []
-        coll = events[collection]
-        columns = {
-            f: ak.materialize(coll[f]) if hasattr(ak, "materialize") else coll[f] for f in needed
-        }
 
-        finite = np.ones(n_events, dtype=bool)
-        for values in columns.values():
-            finite &= ak.to_numpy(ak.all(np.isfinite(values), axis=1))
-        n_bad = int(n_events - finite.sum())
-        if n_bad:
-            # Reported by the driver: a worker's log is not where a user looks.
-            warnings.append(
-                f"{where}: {n_bad} event(s) with non-finite {collection} values rejected"
-            )
-        cutflow["finite_momenta"] = int(finite.sum())
-        columns = {f: v[finite] for f, v in columns.items()}
-        run = ak.to_numpy(events.run)[finite]
-        event = ak.to_numpy(events.event)[finite]
-        if TRUTH_BRANCH in fields:
-            truth = ak.to_numpy(events[TRUTH_BRANCH])[finite]
-        else:
-            truth = np.full(len(run), -1, dtype=np.int32)
+def compute_features(
+    events, config: FeatureConfig, dataset: str, where: str
+) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
+    """One chunk of NanoEvents -> (feature frame, cutflow, warnings).
 
-        if self.config.jets == "fatjet":
-            sel, jet_a, jet_b, taus_a, taus_b = self._fatjets(columns, cutflow)
-        else:
-            sel, jet_a, jet_b, taus_a, taus_b = self._recluster(columns, cutflow)
-        features = dijet_features(jet_a, jet_b, taus_a, taus_b)
-        frame = make_feature_frame(dataset, run[sel], event[sel], truth[sel], features)
-        return frame, cutflow, warnings
+    The one implementation of the per-chunk selection and features: the feature processor writes
+    its frame to parquet, the inference processor (``adhunt.processors.inference``) scores it, so
+    both count events with the same cutflow. ``where`` names the chunk in error messages.
+    """
+    fields = set(events.fields)
+    collection = "FatJet" if config.jets == "fatjet" else "PFCands"
+    needed = FATJET_FIELDS if config.jets == "fatjet" else PFCANDS_FLOAT_FIELDS
+    if collection not in fields:
+        raise FeatureInputError(
+            f"{where}: missing collection {collection} (branches {collection}_*)"
+        )
+    have = set(events[collection].fields)
+    missing = [f"{collection}_{f}" for f in needed if f not in have]
+    missing += [b for b in ("run", "event") if b not in fields]
+    if missing:
+        raise FeatureInputError(f"{where}: missing branch(es) {', '.join(missing)}")
 
-    def _select(self, jets: ak.Array, cutflow: dict) -> np.ndarray:
-        """Trigger then >= 2 jets; fills the cutflow; returns the selected-event mask."""
-        trigger = passes_trigger(jets, self.config.trigger)
-        two_jets = trigger & (ak.to_numpy(ak.num(jets, axis=1)) >= 2)
-        cutflow["trigger"] = int(trigger.sum())
-        cutflow["two_jets"] = int(two_jets.sum())
-        return two_jets
+    n_events = len(events)
+    cutflow = dict.fromkeys(CUTFLOW_STEPS, 0)
+    cutflow["events"] = n_events
+    warnings: list[str] = []
+    coll = events[collection]
+    columns = {
+        f: ak.materialize(coll[f]) if hasattr(ak, "materialize") else coll[f] for f in needed
+    }
 
-    def _recluster(self, columns: dict, cutflow: dict):
-        clustered = ClusteredEvents(to_fastjet_input(ak.zip(columns)), self.config.radius, "antikt")
-        sel = self._select(clustered.jets, cutflow)
-        leading = clustered.leading(sel, 2)
-        taus = nsubjettiness(leading.constituents, self.config.radius, 3, self.config.beta)
-        taus = taus.reshape(-1, 2, 3)
-        jet_a = {k: v[:, 0] for k, v in leading.jets.items()}
-        jet_b = {k: v[:, 1] for k, v in leading.jets.items()}
-        return sel, jet_a, jet_b, taus[:, 0], taus[:, 1]
+    finite = np.ones(n_events, dtype=bool)
+    for values in columns.values():
+        finite &= ak.to_numpy(ak.all(np.isfinite(values), axis=1))
+    n_bad = int(n_events - finite.sum())
+    if n_bad:
+        # Reported by the driver: a worker's log is not where a user looks.
+        warnings.append(f"{where}: {n_bad} event(s) with non-finite {collection} values rejected")
+    cutflow["finite_momenta"] = int(finite.sum())
+    columns = {f: v[finite] for f, v in columns.items()}
+    run = ak.to_numpy(events.run)[finite]
+    event = ak.to_numpy(events.event)[finite]
+    if TRUTH_BRANCH in fields:
+        truth = ak.to_numpy(events[TRUTH_BRANCH])[finite]
+    else:
+        truth = np.full(len(run), -1, dtype=np.int32)
 
-    def _fatjets(self, columns: dict, cutflow: dict):
-        fatjets = ak.zip(columns)
-        fatjets = fatjets[ak.argsort(fatjets.pt, axis=1, ascending=False)]
-        p4 = to_fastjet_input(fatjets)
-        jets = ak.zip({k: p4[k] for k in ("px", "py", "pz", "E")}, with_name="Momentum4D")
-        sel = self._select(jets, cutflow)
-        jets, fatjets = jets[sel], fatjets[sel]
-        jet_a = {k: ak.to_numpy(jets[k][:, 0]) for k in ("px", "py", "pz", "E")}
-        jet_b = {k: ak.to_numpy(jets[k][:, 1]) for k in ("px", "py", "pz", "E")}
+    if config.jets == "fatjet":
+        sel, jet_a, jet_b, taus_a, taus_b = _fatjets(columns, cutflow, config)
+    else:
+        sel, jet_a, jet_b, taus_a, taus_b = _recluster(columns, cutflow, config)
+    features = dijet_features(jet_a, jet_b, taus_a, taus_b)
+    frame = make_feature_frame(dataset, run[sel], event[sel], truth[sel], features)
+    return frame, cutflow, warnings
 
-        def taus(i: int) -> np.ndarray:
-            return np.stack([ak.to_numpy(fatjets[f"tau{n}"][:, i]) for n in (1, 2, 3)], axis=1)
 
-        return sel, jet_a, jet_b, taus(0), taus(1)
+def _select(jets: ak.Array, cutflow: dict, config: FeatureConfig) -> np.ndarray:
+    """Trigger then >= 2 jets; fills the cutflow; returns the selected-event mask."""
+    trigger = passes_trigger(jets, config.trigger)
+    two_jets = trigger & (ak.to_numpy(ak.num(jets, axis=1)) >= 2)
+    cutflow["trigger"] = int(trigger.sum())
+    cutflow["two_jets"] = int(two_jets.sum())
+    return two_jets
+
+
+def _recluster(columns: dict, cutflow: dict, config: FeatureConfig):
+    clustered = ClusteredEvents(to_fastjet_input(ak.zip(columns)), config.radius, "antikt")
+    sel = _select(clustered.jets, cutflow, config)
+    leading = clustered.leading(sel, 2)
+    taus = nsubjettiness(leading.constituents, config.radius, 3, config.beta)
+    taus = taus.reshape(-1, 2, 3)
+    jet_a = {k: v[:, 0] for k, v in leading.jets.items()}
+    jet_b = {k: v[:, 1] for k, v in leading.jets.items()}
+    return sel, jet_a, jet_b, taus[:, 0], taus[:, 1]
+
+
+def _fatjets(columns: dict, cutflow: dict, config: FeatureConfig):
+    fatjets = ak.zip(columns)
+    fatjets = fatjets[ak.argsort(fatjets.pt, axis=1, ascending=False)]
+    p4 = to_fastjet_input(fatjets)
+    jets = ak.zip({k: p4[k] for k in ("px", "py", "pz", "E")}, with_name="Momentum4D")
+    sel = _select(jets, cutflow, config)
+    jets, fatjets = jets[sel], fatjets[sel]
+    jet_a = {k: ak.to_numpy(jets[k][:, 0]) for k in ("px", "py", "pz", "E")}
+    jet_b = {k: ak.to_numpy(jets[k][:, 1]) for k in ("px", "py", "pz", "E")}
+
+    def taus(i: int) -> np.ndarray:
+        return np.stack([ak.to_numpy(fatjets[f"tau{n}"][:, i]) for n in (1, 2, 3)], axis=1)
+
+    return sel, jet_a, jet_b, taus(0), taus(1)

@@ -1,0 +1,649 @@
+"""Resonant anomaly-detection benchmark on an LHCO-like generated sample: every method, one table.
+
+The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD dijets + W'(3.5 TeV)
+-> X(500) Y(100)), so anyone can rerun it from scratch:
+
+1. samples: ``adhunt.generation`` (500k triggered QCD, 25k W'), unless the data dir already has them;
+2. features: ``adhunt.jobs.features.run_features`` (futures executor), cached in the output dir;
+3. splits by an event hash (independent of the k-fold hash): QCD -> "data" background (60%), an
+   idealized-AD reference background (20%) and a labelled test background (20%); W' -> an
+   injection pool and a disjoint test signal set (50/50);
+4. inject N signal events into the data, train every method (k-fold, via the models API), score the
+   test set's signal-region events with the fold ensemble (test events are independent of training),
+   and print max SIC (with a minimum background count behind each point), AUC and wall times;
+5. max SIC versus the number of injected signal events for CATHODE and IAD (both retrained per
+   injection: the sideband flow sees the injected signal that lands in the sidebands, and the models
+   API trains it inside ``fit``, so it is not reused);
+6. speed: CATHODE end to end on all the QCD we have (+ injected signal), and the reference flow
+   (15-block MAF x 128, batch 256) capped at a few epochs on the same sidebands, projected to the
+   ~27 epochs it needs.
+
+    nice -n 5 python benchmarks/bench_resonant.py                       # everything, defaults
+    python benchmarks/bench_resonant.py --methods iad,cathode --injection-scan '' --no-speed
+    python benchmarks/bench_resonant.py --generate --qcd-events 100000 --signal-events 10000
+
+The supervised reference is trained on the data background plus the whole labelled injection pool
+(many signal events, as in the literature), not on the injected data. Absolute SIC values depend on
+the detector model and the test-set size; compare methods with each other (expected ordering from
+the literature: supervised > IAD ~ CATHODE ~ R-ANODE > CWoLa > ANODE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("bench_resonant")
+
+ALL_METHODS = ("supervised", "iad", "cathode", "ranode", "cwola", "anode")
+#: Sample recipe (``--generate``): process -> (events written, seed).
+DEFAULT_SAMPLES = {"qcd": (500_000, 3001), "wprime": (25_000, 3002)}
+#: Epochs the reference CATHODE flow needs on ~550k sideband events (measured, /work/shared/PHYSICS.md).
+REFERENCE_EPOCHS = 27
+SPLIT_SALT = 0xBE7C  # event-hash salt of the data/reference/test split (kfold uses 0, validation 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Samples and features
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_samples(
+    data_dir: Path, generate: bool, n_events: dict[str, int], workers: int
+) -> dict[str, Path]:
+    """Fileset JSON per process; generates the samples (Pythia 8) when asked or when missing."""
+    from adhunt.generation import FILESET_NAME, GenerationConfig, generate_to_root
+
+    filesets = {}
+    for process, (_, seed) in DEFAULT_SAMPLES.items():
+        out = data_dir / process
+        fileset = out / FILESET_NAME
+        if generate or not fileset.is_file():
+            n = n_events[process]
+            log.info("generating %d %s events (seed %d) into %s", n, process, seed, out)
+            t0 = time.perf_counter()
+            config = GenerationConfig(process=process, n_events=n, seed=seed)
+            generate_to_root(config, out, workers=workers)
+            log.info("generated %s in %.0f s", process, time.perf_counter() - t0)
+        filesets[process] = fileset
+    return filesets
+
+
+def _fileset_key(fileset: Path) -> str:
+    """Identity of a fileset's inputs (paths, sizes, mtimes): features are redone when it changes."""
+    from adhunt.jobs.features import load_fileset
+
+    files = load_fileset(fileset)
+    items = []
+    for dataset, names in sorted(files.items()):
+        for name in names:
+            st = Path(name).stat()
+            items.append((dataset, name, st.st_size, int(st.st_mtime)))
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def ensure_features(
+    fileset: Path, features_dir: Path, dataset: str, workers: int, chunksize: int
+) -> None:
+    """Feature tables of one dataset in ``features_dir`` (cached: skipped when inputs are unchanged)."""
+    from adhunt.jobs.features import run_features
+
+    marker = features_dir / f".{dataset}.done.json"
+    key = _fileset_key(fileset)
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        log.info("features of %s: cached in %s", dataset, features_dir)
+        return
+    t0 = time.perf_counter()
+    result = run_features(
+        fileset, features_dir, executor="futures", workers=workers, chunksize=chunksize
+    )
+    if result.skipped:
+        raise RuntimeError(f"feature extraction skipped inputs: {result.skipped}")
+    seconds = time.perf_counter() - t0
+    cutflow = result.cutflow.get(dataset, {})
+    log.info("features of %s: %s in %.0f s", dataset, cutflow, seconds)
+    marker.write_text(json.dumps({"key": key, "seconds": seconds, "cutflow": cutflow}) + "\n")
+    # Per-dataset cutflows: run_features overwrites cutflow.json at each call.
+    (features_dir / f"cutflow_{dataset}.json").write_text(json.dumps(cutflow, indent=2) + "\n")
+
+
+def read_clean(features_dir: Path, dataset: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Feature rows of ``dataset``; events with non-finite inputs are dropped (and counted)."""
+    from adhunt.tables import read_features
+
+    frame = read_features(features_dir, [dataset])
+    values = frame[list(columns)].to_numpy(np.float64)
+    ok = np.all(np.isfinite(values), axis=1)
+    if not ok.all():
+        log.warning(
+            "%s: dropped %d of %d events with NaN/inf features", dataset, (~ok).sum(), len(ok)
+        )
+    return frame[ok].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Splits:
+    """Disjoint samples of one benchmark run."""
+
+    data_bkg: pd.DataFrame  # QCD that plays the data (signal is injected into it)
+    reference: pd.DataFrame  # QCD: the idealized AD's perfect background template
+    test_bkg: pd.DataFrame  # QCD: labelled test background
+    signal_pool: pd.DataFrame  # W': events to inject (and the supervised reference's signal)
+    test_sig: pd.DataFrame  # W': labelled test signal
+
+
+def hash_uniform(frame: pd.DataFrame, seed: int) -> np.ndarray:
+    """Uniform [0, 1) number per event from its (run, event): the split survives any row order."""
+    from adhunt.regions import event_hash
+
+    h = event_hash(frame["run"].to_numpy(), frame["event"].to_numpy(), seed, salt=SPLIT_SALT)
+    return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def make_splits(
+    qcd: pd.DataFrame,
+    signal: pd.DataFrame,
+    seed: int,
+    fractions: tuple[float, float] = (0.6, 0.2),
+    signal_pool_fraction: float = 0.5,
+) -> Splits:
+    """QCD -> data / reference / test by event hash; signal -> injection pool / test."""
+    u = hash_uniform(qcd, seed)
+    f_data, f_ref = fractions
+    v = hash_uniform(signal, seed)
+    parts = (
+        qcd[u < f_data],
+        qcd[(u >= f_data) & (u < f_data + f_ref)],
+        qcd[u >= f_data + f_ref],
+        signal[v < signal_pool_fraction],
+        signal[v >= signal_pool_fraction],
+    )
+    return Splits(*(p.reset_index(drop=True) for p in parts))
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+
+def tuned_config(
+    method: str,
+    threads: int,
+    backend: str | None,
+    n_ensemble: int | None,
+    flow_epochs: int | None,
+) -> Any:
+    """The method's default config with the benchmark's CLI overrides applied (nested configs too)."""
+    from adhunt.models.base import TrainConfig
+    from adhunt.models.flows import FlowConfig
+    from adhunt.models.registry import get_method
+
+    def tune(cfg: Any) -> Any:
+        changes: dict[str, Any] = {}
+        if isinstance(cfg, TrainConfig):
+            changes["num_threads"] = threads
+            if backend is not None:
+                changes["backend"] = backend
+            if n_ensemble is not None:
+                changes["n_ensemble"] = n_ensemble
+        elif isinstance(cfg, FlowConfig):
+            changes["num_threads"] = threads
+        else:
+            for f in dataclasses.fields(cfg):
+                value = getattr(cfg, f.name)
+                if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                    new = tune(value)
+                    # The epoch cap applies to the sideband (background) flow, the big one.
+                    if f.name == "flow" and flow_epochs is not None:
+                        new = dataclasses.replace(new, epochs=flow_epochs)
+                    changes[f.name] = new
+        return dataclasses.replace(cfg, **changes) if changes else cfg
+
+    return tune(get_method(method).config_class())
+
+
+@dataclass
+class MethodResult:
+    method: str
+    roc: dict[str, Any]
+    train_seconds: float
+    score_seconds: float
+    summary: dict[str, Any]
+    n_train: int
+
+
+def train_and_evaluate(
+    method: str,
+    data: pd.DataFrame,
+    reference: pd.DataFrame | None,
+    test: pd.DataFrame,
+    args: argparse.Namespace,
+    region: Any,
+    features: Sequence[str],
+) -> MethodResult:
+    """Fit ``method`` (wall-timed), score the SR test events with the fold ensemble, ROC/SIC."""
+    from adhunt.models.registry import get_method
+    from adhunt.performance import roc_sic
+
+    cls = get_method(method)
+    config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
+    model = cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
+    log.info("%s: training on %d events", method, len(data))
+    t0 = time.perf_counter()
+    model.fit(data, reference if cls.needs_reference else None)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = model.score(test, mode="ensemble")
+    score_s = time.perf_counter() - t0
+    roc = roc_sic(test["truth_label"].to_numpy(), scores, min_background=args.min_background)
+    log.info(
+        "%s: max SIC %s, AUC %.3f, train %.0f s",
+        method, _fmt(roc["max_sic"]), roc["auc"], train_s,
+    )  # fmt: skip
+    return MethodResult(method, roc, train_s, score_s, dict(model.summary), len(data))
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Speed: reference flow capped
+# --------------------------------------------------------------------------------------------
+
+
+def reference_flow_timing(
+    data: pd.DataFrame, region: Any, features: Sequence[str], epochs: int, seed: int, threads: int
+) -> dict[str, Any]:
+    """Train the reference CATHODE flow (15-block MAF, batch 256) for ``epochs`` on the sidebands.
+
+    Same event selection and preprocessing as ``Cathode``'s shared sideband flow, so its seconds
+    per epoch compare directly with the default flow's.
+    """
+    from adhunt.models.flows import REFERENCE_FLOW_CONFIG, ConditionalFlow
+    from adhunt.models.preprocessing import LogitScaler, Pipeline, Standardizer
+    from adhunt.regions import validation_mask
+
+    sb = data[region.in_sb(data["mjj"].to_numpy())]
+    is_val = validation_mask(sb["run"], sb["event"], 0.2, seed)
+    x = sb[list(features)].to_numpy(np.float64)
+    m = sb["mjj"].to_numpy(np.float64)
+    pre = Pipeline([LogitScaler(margin=0.05), Standardizer()]).fit(x[~is_val])
+    lo, hi = pre.steps[0].low, pre.steps[0].high
+    inside = np.all((x >= lo) & (x <= hi), axis=1)
+    z = pre.transform(x)
+    tr, va = ~is_val, is_val & inside
+    cfg = dataclasses.replace(REFERENCE_FLOW_CONFIG, epochs=epochs, num_threads=threads)
+    flow = ConditionalFlow(len(features), cfg, seed=seed)
+    t0 = time.perf_counter()
+    flow.fit(z[tr], m[tr], z[va], m[va])
+    seconds = time.perf_counter() - t0
+    n_ep = len(flow.history.val_loss)
+    return {
+        "epochs": n_ep,
+        "seconds": seconds,
+        "seconds_per_epoch": seconds / n_ep,
+        "n_train": int(tr.sum()),
+        "val_nll": flow.history.best_val_loss,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Printing
+# --------------------------------------------------------------------------------------------
+
+
+def injection_line(summary: dict[str, Any]) -> str:
+    return (
+        f"S = {summary['n_signal_sr']}, B = {summary['n_background_sr']} in SR: "
+        f"S/B = {100 * summary['s_over_b_sr']:.2f}%, S/sqrt(B) = {summary['s_over_sqrt_b_sr']:.2f} "
+        f"({summary['n_signal']} injected, {summary['n_events']} events)"
+    )
+
+
+def method_table(results: dict[str, MethodResult], true_fraction: float) -> list[str]:
+    lines = [
+        f"{'method':11s} {'max SIC':>8s} {'AUC':>6s} {'eps_S@max':>9s} {'train s':>8s} "
+        f"{'score s':>8s}  notes"
+    ]
+    for name, r in results.items():
+        notes = ""
+        if name == "ranode" and "w_mean" in r.summary:
+            notes = (
+                f"w = {r.summary['w_mean']:.4f} +- {r.summary['w_std']:.4f} "
+                f"(true S/(S+B) in SR {true_fraction:.4f})"
+            )
+        elif "flow_seconds" in r.summary:
+            ep = r.summary.get("flow_epochs") or []
+            notes = f"flows {r.summary['flow_seconds']:.0f} s, epochs {ep[:1]}{'...' if len(ep) > 1 else ''}"
+        if name == "supervised":
+            notes = (notes + " trained on data bkg + labelled injection pool").strip()
+        lines.append(
+            f"{name:11s} {_fmt(r.roc['max_sic']):>8s} {r.roc['auc']:6.3f} "
+            f"{_fmt(r.roc['eps_s_at_max_sic'], '.3f'):>9s} {r.train_seconds:8.0f} "
+            f"{r.score_seconds:8.1f}  {notes}"
+        )
+    return lines
+
+
+def emit(lines: Sequence[str]) -> None:
+    """Tables go to stdout (the benchmark's product) and to the log."""
+    for line in lines:
+        print(line, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("bench-output/lhco"))
+    p.add_argument("--output", type=Path, default=Path("bench-output/resonant"))
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--inject", type=int, default=1000, help="signal events injected into the data")
+    p.add_argument(
+        "--injection-scan",
+        default="300,500,1000,2000",
+        help="comma-separated injections for the CATHODE/IAD scan ('' to skip)",
+    )
+    p.add_argument("--scan-methods", default="cathode,iad")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="seeds splits, injection, k-folds, training")
+    p.add_argument("--workers", type=int, default=2, help="generation and feature processes")
+    p.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads in training")
+    p.add_argument("--window", default="3300:3700", help="signal region LOW:HIGH in GeV")
+    p.add_argument(
+        "--min-background", type=int, default=20, help="background events behind a SIC point"
+    )
+    p.add_argument("--backend", choices=("hgb", "mlp"), default=None, help="classifier back-end")
+    p.add_argument("--n-ensemble", type=int, default=None, help="classifier members per fold")
+    p.add_argument("--flow-epochs", type=int, default=None, help="max epochs of the sideband flow")
+    p.add_argument("--chunksize", type=int, default=50_000, help="feature-processor chunk size")
+    p.add_argument("--generate", action="store_true", help="(re)generate the samples")
+    p.add_argument("--qcd-events", type=int, default=DEFAULT_SAMPLES["qcd"][0])
+    p.add_argument("--signal-events", type=int, default=DEFAULT_SAMPLES["wprime"][0])
+    p.add_argument(
+        "--qcd-limit", type=int, default=None, help="use only the first N QCD events (quick runs)"
+    )
+    p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the speed stage")
+    p.add_argument(
+        "--reference-epochs",
+        type=int,
+        default=2,
+        help="epochs of the capped reference-flow timing (0 to skip)",
+    )
+    args = p.parse_args(argv)
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(args.methods) - set(ALL_METHODS))
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+    args.injection_scan = [int(n) for n in args.injection_scan.split(",") if n.strip()]
+    args.scan_methods = [m for m in args.scan_methods.split(",") if m]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    _setup_logging(args.output / "bench_resonant.log")
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from adhunt.injection import inject_signal, injection_summary
+    from adhunt.performance import plot_sic
+    from adhunt.regions import SignalRegion
+    from adhunt.schema import RESONANT_VARIABLE, STANDARD_FEATURES
+
+    torch.set_num_threads(args.threads)
+    region = SignalRegion.parse(args.window)
+    features = list(STANDARD_FEATURES)
+    t_start = time.perf_counter()
+    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+
+    # 1-2. samples and features
+    n_events = {"qcd": args.qcd_events, "wprime": args.signal_events}
+    filesets = ensure_samples(args.data_dir, args.generate, n_events, args.workers)
+    features_dir = args.output / "features"
+    for dataset, fileset in filesets.items():
+        ensure_features(fileset, features_dir, dataset, args.workers, args.chunksize)
+    columns = [*features, RESONANT_VARIABLE]
+    qcd = read_clean(features_dir, "qcd", columns)
+    if args.qcd_limit is not None:
+        qcd = qcd.iloc[: args.qcd_limit].reset_index(drop=True)
+    signal = read_clean(features_dir, "wprime", columns)
+    if (qcd["truth_label"] != 0).any() or (signal["truth_label"] != 1).any():
+        raise RuntimeError("truth labels: QCD must be 0 and W' must be 1")
+
+    # 3. splits and injection
+    s = make_splits(qcd, signal, args.seed)
+    sr_frac = float(region.in_sr(qcd["mjj"]).mean())
+    sig_sr_frac = float(region.in_sr(signal["mjj"]).mean())
+    test = pd.concat([s.test_bkg, s.test_sig], ignore_index=True)
+    test = test[region.in_sr(test["mjj"].to_numpy())].reset_index(drop=True)
+    sizes = {
+        "qcd": len(qcd),
+        "signal": len(signal),
+        "qcd_sr_fraction": sr_frac,
+        "signal_sr_fraction": sig_sr_frac,
+        "data_background": len(s.data_bkg),
+        "reference": len(s.reference),
+        "reference_sr": int(region.in_sr(s.reference["mjj"]).sum()),
+        "test_background": len(s.test_bkg),
+        "signal_pool": len(s.signal_pool),
+        "test_signal": len(s.test_sig),
+        "test_sr_background": int((test["truth_label"] == 0).sum()),
+        "test_sr_signal": int((test["truth_label"] == 1).sum()),
+    }
+    report["sizes"] = sizes
+    emit(
+        [
+            f"# samples: {len(qcd)} QCD ({100 * sr_frac:.1f}% in SR {region}), {len(signal)} W' "
+            f"({100 * sig_sr_frac:.1f}% in SR); features {features} (+ mjj)",
+            f"# splits: data bkg {len(s.data_bkg)}, IAD reference {len(s.reference)} "
+            f"({sizes['reference_sr']} in SR), test bkg {len(s.test_bkg)}; signal pool "
+            f"{len(s.signal_pool)}, test signal {len(s.test_sig)}",
+            f"# SR test set: {sizes['test_sr_background']} background, "
+            f"{sizes['test_sr_signal']} signal (ensemble scores; SIC points need >= "
+            f"{args.min_background} background events)",
+        ]
+    )
+
+    def injected(n: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+        data = inject_signal(s.data_bkg, s.signal_pool, n, args.seed)
+        return data, injection_summary(data, region)
+
+    data, inj = injected(args.inject)
+    report["injection"] = inj
+    true_w = inj["n_signal_sr"] / max(1, inj["n_signal_sr"] + inj["n_background_sr"])
+    emit([f"# injection: {injection_line(inj)}"])
+    supervised_data = pd.concat([s.data_bkg, s.signal_pool], ignore_index=True)
+
+    # 4. all methods
+    results: dict[str, MethodResult] = {}
+    with threadpool_limits(limits=args.threads):
+        for method in args.methods:
+            train_frame = supervised_data if method == "supervised" else data
+            results[method] = train_and_evaluate(
+                method, train_frame, s.reference, test, args, region, features
+            )
+            _write_report(args.output, report, results, {})
+    table = method_table(results, true_w)
+    emit(["", f"## methods at {args.inject} injected signal events, {args.folds} folds", *table])
+    if results:
+        plot_sic(
+            {k: v.roc for k, v in results.items()},
+            args.output / "sic.png",
+            title=f"{args.inject} injected, S/B {100 * inj['s_over_b_sr']:.2f}% in SR",
+        )
+
+    # 5. injection scan
+    scan: dict[int, dict[str, Any]] = {}
+    if args.injection_scan:
+        with threadpool_limits(limits=args.threads):
+            for n in args.injection_scan:
+                frame, summ = injected(n) if n != args.inject else (data, inj)
+                row: dict[str, Any] = {"injection": summ}
+                for method in args.scan_methods:
+                    if n == args.inject and method in results:
+                        r = results[method]
+                    else:
+                        r = train_and_evaluate(
+                            method, frame, s.reference, test, args, region, features
+                        )
+                    row[method] = r
+                scan[n] = row
+                _write_report(args.output, report, results, scan)
+        head = f"{'N inj':>6s} {'S_SR':>5s} {'B_SR':>7s} {'S/B %':>6s} {'S/sqrtB':>7s}"
+        for method in args.scan_methods:
+            head += f" {method + ' SIC':>12s} {'train s':>8s}"
+        lines = ["", "## max SIC vs injected signal events (each model retrained)", head]
+        for n, row in scan.items():
+            summ = row["injection"]
+            line = (
+                f"{n:6d} {summ['n_signal_sr']:5d} {summ['n_background_sr']:7d} "
+                f"{100 * summ['s_over_b_sr']:6.2f} {summ['s_over_sqrt_b_sr']:7.2f}"
+            )
+            for method in args.scan_methods:
+                r = row[method]
+                line += f" {_fmt(r.roc['max_sic']):>12s} {r.train_seconds:8.0f}"
+            lines.append(line)
+        emit(lines)
+
+    # 6. speed
+    speed: dict[str, Any] = {}
+    if args.speed:
+        lines = ["", "## CATHODE speed (2-core wall time, end to end: flow + classifiers)"]
+        if "cathode" in results:
+            r = results["cathode"]
+            lines.append(
+                f"data ({r.n_train} events): {r.train_seconds:.0f} s "
+                f"(flow {r.summary['flow_seconds']:.0f} s, {r.summary['flow_epochs'][0]} epochs)"
+            )
+        everything = inject_signal(
+            pd.concat([s.data_bkg, s.reference, s.test_bkg], ignore_index=True),
+            s.signal_pool,
+            args.inject,
+            args.seed,
+        )
+        with threadpool_limits(limits=args.threads):
+            big = train_and_evaluate("cathode", everything, None, test, args, region, features)
+        n_sb = int(region.in_sb(everything["mjj"]).sum())
+        flow_s, flow_ep = big.summary["flow_seconds"], big.summary["flow_epochs"][0]
+        clf_s = big.train_seconds - flow_s
+        speed["cathode_all"] = {
+            "n_events": len(everything),
+            "n_sideband": n_sb,
+            "train_seconds": big.train_seconds,
+            "flow_seconds": flow_s,
+            "flow_epochs": flow_ep,
+            "classifier_seconds": clf_s,
+            "max_sic_on_test": big.roc["max_sic"],
+        }
+        lines.append(
+            f"all QCD + {args.inject} signal ({len(everything)} events, {n_sb} in SB): "
+            f"{big.train_seconds:.0f} s = flow {flow_s:.0f} s ({flow_ep} epochs, "
+            f"{flow_s / flow_ep:.1f} s/epoch) + classifiers {clf_s:.0f} s "
+            f"(test max SIC {_fmt(big.roc['max_sic'])}; trains on the IAD/test QCD too)"
+        )
+        if len(everything) < 800_000:
+            per_event = big.train_seconds / len(everything)
+            lines.append(
+                f"  ~800k events would take ~{per_event * 800_000:.0f} s if linear in events "
+                f"(only {len(everything)} available)"
+            )
+        if args.reference_epochs > 0:
+            with threadpool_limits(limits=args.threads):
+                ref = reference_flow_timing(
+                    everything, region, features, args.reference_epochs, args.seed, args.threads
+                )
+            projected = ref["seconds_per_epoch"] * REFERENCE_EPOCHS + clf_s
+            speed["reference_flow"] = {**ref, "projected_end_to_end_seconds": projected}
+            lines.append(
+                f"reference flow (15-block MAF x 128, batch 256) on the same {ref['n_train']} SB "
+                f"training events: {ref['seconds_per_epoch']:.1f} s/epoch "
+                f"({ref['epochs']} epochs timed, vs {flow_s / flow_ep:.1f} s/epoch default)"
+            )
+            lines.append(
+                f"  projected reference CATHODE ({REFERENCE_EPOCHS} epochs + same classifiers): "
+                f"{projected:.0f} s -> default is x{projected / big.train_seconds:.1f} faster"
+            )
+        emit(lines)
+
+    report["speed"] = speed
+    report["total_seconds"] = time.perf_counter() - t_start
+    _write_report(args.output, report, results, scan)
+    emit(["", f"# total wall time {report['total_seconds']:.0f} s; results in {args.output}"])
+    return 0
+
+
+def _write_report(
+    output: Path,
+    report: dict[str, Any],
+    results: dict[str, MethodResult],
+    scan: dict[int, dict[str, Any]],
+) -> None:
+    """results.json, rewritten after every model so a long run leaves partial results behind."""
+    from adhunt.models.artifact import json_safe
+    from adhunt.performance import curve_for_json
+
+    def one(r: MethodResult) -> dict[str, Any]:
+        return {
+            "roc": curve_for_json(r.roc),
+            "train_seconds": r.train_seconds,
+            "score_seconds": r.score_seconds,
+            "n_train": r.n_train,
+            "summary": r.summary,
+        }
+
+    out = dict(report)
+    out["methods"] = {k: one(v) for k, v in results.items()}
+    out["injection_scan"] = {
+        str(n): {
+            "injection": row["injection"],
+            **{m: one(v) for m, v in row.items() if isinstance(v, MethodResult)},
+        }
+        for n, row in scan.items()
+    }
+    path = output / "results.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(json_safe(out), indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _setup_logging(path: Path) -> None:
+    """INFO to stderr and to a log file in the output dir."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(path)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    for noisy in ("distributed", "numba", "matplotlib", "fsspec", "asyncio", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,702 @@
+"""``adhunt infer``: score a fileset with trained models on any executor, into mjj histograms.
+
+``run_infer`` is the library entry point (demo, scan consumers, tests); ``infer`` is the typer
+command around it. Steps, all checks on the driver before any chunk is submitted:
+
+1. load every model artifact (checksums verified; a missing/corrupt one raises ArtifactError
+   naming its path) and check that its input columns are produced by the feature processor;
+2. check the input files (``check_inputs``: missing, unreadable, missing branches, empty);
+3. calibrate the score thresholds of each model on a reference feature table: the events of
+   ``--reference`` (default: the table the model was trained on, from its provenance, with the
+   same signal injection) inside the model's signal region (``reference_selection="sr"``) or all
+   of them (``"all"``), scored in the same ``mode``; the threshold of efficiency e keeps a
+   fraction e of them (:func:`adhunt.histograms.thresholds_from_scores`);
+4. run :class:`adhunt.processors.inference.InferenceProcessor` over the fileset with the chosen
+   executor (``adhunt.jobs.executors``), in batches of chunks when a progress callback is given;
+5. verify that every event was counted exactly once (cutflow adds up, each selected event scored
+   once per model and in the histogram once per model), then write ``histograms.pkl`` (pickle
+   of the ``hist.Hist``), ``histograms.root`` (one TH1D per ``{dataset}/{model}/{cut}`` with
+   cut names from :func:`adhunt.histograms.root_cut_name`: ``all``, ``eff10pct``, ``eff1pct``,
+   ``eff0p1pct``) and ``infer.json`` (configuration, thresholds, cutflow, models and checksums,
+   package version). The thresholds are also in the histogram's ``metadata``.
+
+GPU workers: torch models use CUDA in any worker that has it (see the processor module). With a
+dask scheduler, ``gpu_resource={"GPU": 1}`` (``--gpu-resource GPU=1``) annotates the chunk tasks
+with ``resources=`` through ``dask.annotate``, because coffea's DaskExecutor submits with
+``client.map`` and has no resources option of its own; distributed merges the annotation into
+every task it submits inside the context (the chunk tasks and coffea's tree-reduction tasks).
+Workers must be started with ``dask worker ... --resources GPU=1``; the job checks that at least
+one connected worker advertises the resource, otherwise the tasks would wait forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from adhunt.histograms import DEFAULT_EFFICIENCIES
+
+if TYPE_CHECKING:
+    import hist
+    import pandas as pd
+
+    from adhunt.jobs.executors import ExecutorConfig
+    from adhunt.models.base import ResonantModel
+    from adhunt.processors.features import FeatureConfig
+
+logger = logging.getLogger(__name__)
+
+PICKLE_NAME = "histograms.pkl"
+ROOT_NAME = "histograms.root"
+JSON_NAME = "infer.json"
+REFERENCE_SELECTIONS = ("sr", "all")
+#: Below this many reference events passing a cut, its threshold is mostly noise: warn.
+MIN_REFERENCE_PASSING = 10
+
+
+@dataclass
+class InferResult:
+    """What an inference run produced (``paths``: ``pickle``, ``root``, ``json`` -> files)."""
+
+    histogram: hist.Hist
+    cutflow: dict[str, dict[str, int]]
+    scored: dict[str, int]
+    thresholds: dict[str, dict[str, float]]
+    paths: dict[str, Path]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    model_loads: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, list[str]] = field(default_factory=dict)
+    workers: dict[str, int] = field(default_factory=dict)
+
+
+def parse_model_specs(specs: Iterable[str]) -> dict[str, Path]:
+    """``["NAME=DIR", "DIR", ...]`` -> ``{name: dir}``; a bare DIR is named by its model's method."""
+    from adhunt.models.artifact import ArtifactError, load_artifact
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path = spec
+            try:
+                _, meta = load_artifact(path)
+            except ArtifactError as err:
+                raise ArtifactError(f"--model {spec}: {err}") from err
+            name = str(meta.get("method", "model"))
+        name = name.strip()
+        if not name or not path:
+            raise ValueError(f"--model expects NAME=DIR or DIR, got {spec!r}")
+        if name in out:
+            raise ValueError(
+                f"model name {name!r} given twice (name them: --model NAME=DIR); "
+                f"first {out[name]}, then {path}"
+            )
+        out[name] = Path(path)
+    if not out:
+        raise ValueError("at least one --model is needed")
+    return out
+
+
+def _check_model_name(name: str) -> None:
+    if not name or "/" in name or name != name.strip() or name.startswith("."):
+        raise ValueError(
+            f"model name {name!r} cannot be used (no '/', no leading dot or spaces): it becomes a "
+            "histogram category and a directory in histograms.root"
+        )
+
+
+def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantModel, Path, str]]:
+    """Load and verify every artifact on the driver; ``{name: (model, path, digest)}``."""
+    from adhunt.models.artifact import ArtifactError
+    from adhunt.models.base import ResonantModel
+    from adhunt.processors.inference import InferenceError, artifact_digest
+    from adhunt.schema import FEATURE_COLUMNS
+
+    if not models:
+        raise InferenceError("at least one model is needed")
+    produced = [c for c in FEATURE_COLUMNS if c != "dataset"]
+    loaded = {}
+    for name, raw in models.items():
+        _check_model_name(str(name))
+        path = Path(raw).expanduser().resolve()
+        if not path.exists():
+            raise ArtifactError(f"model {name!r}: model directory not found: {path}")
+        try:
+            digest = artifact_digest(path)
+            model = ResonantModel.load(path)
+        except ArtifactError as err:
+            raise ArtifactError(f"model {name!r}: {err}") from err
+        missing = [c for c in model.input_columns if c not in produced]
+        if missing:
+            raise InferenceError(
+                f"model {name!r} ({path}) expects input column(s) {missing} that the feature "
+                f"processor does not produce; its columns are {produced}"
+            )
+        loaded[str(name)] = (model, path, digest)
+    return loaded
+
+
+def _reference_table(
+    model: ResonantModel,
+    name: str,
+    reference: Path | None,
+    datasets: list[str] | None,
+    selection: str,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The reference events of one model and a description of where they came from."""
+    from adhunt.injection import inject_signal
+    from adhunt.jobs.train import read_table
+    from adhunt.processors.inference import InferenceError
+
+    info: dict[str, Any] = {"selection": selection}
+    if reference is not None:
+        table = read_table(Path(reference), datasets, "--reference")
+        info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
+    else:
+        provenance = (model.extra or {}).get("provenance") or {}
+        source = provenance.get("features_dir")
+        if not source:
+            raise InferenceError(
+                f"model {name!r} does not record the feature directory it was trained on; "
+                "give a reference sample with --reference FEATURE_DIR"
+            )
+        used = datasets or provenance.get("datasets")
+        table = read_table(Path(source), used, f"training features of model {name!r}")
+        info.update(source=str(source), datasets=used, origin="model training provenance")
+        injection = provenance.get("injection")
+        if injection:
+            signal = read_table(
+                Path(injection["signal_dir"]),
+                injection.get("signal_datasets"),
+                f"injected signal of model {name!r}",
+            )
+            table = inject_signal(table, signal, int(injection["n_injected"]), injection["seed"])
+            info["injection"] = {k: injection.get(k) for k in ("signal_dir", "n_injected", "seed")}
+    if selection == "sr":
+        table = table[model.region.in_sr(table["mjj"].to_numpy())].reset_index(drop=True)
+        info["region"] = str(model.region)
+    if len(table) == 0:
+        where = f"in the signal region {model.region} GeV" if selection == "sr" else "at all"
+        raise InferenceError(
+            f"reference sample {info['source']} has no events {where} for model {name!r}; "
+            "cannot calibrate the score thresholds"
+        )
+    info["n_events"] = len(table)
+    return table, info
+
+
+def calibrate_thresholds(
+    model: ResonantModel,
+    reference: pd.DataFrame,
+    efficiencies: Sequence[float],
+    mode: str = "kfold",
+    name: str = "model",
+) -> tuple[float, ...]:
+    """Thresholds of ``model`` at ``efficiencies`` (loosest first) on the reference events."""
+    from adhunt.histograms import thresholds_from_scores
+    from adhunt.processors.inference import InferenceError
+
+    try:
+        scores = model.score(reference, mode=mode)
+    except ValueError as err:
+        raise InferenceError(
+            f"cannot score the reference sample with model {name!r}: {err}"
+        ) from err
+    for e in efficiencies:
+        if e * len(scores) < MIN_REFERENCE_PASSING:
+            logger.warning(
+                "model %s: the %g efficiency cut keeps only %.1f of %d reference events; its "
+                "threshold is poorly determined",
+                name, e, e * len(scores), len(scores),
+            )  # fmt: skip
+    return tuple(float(t) for t in thresholds_from_scores(scores, efficiencies))
+
+
+def run_infer(
+    fileset: str | Path | dict[str, Any],
+    models: Mapping[str, str | Path],
+    output: str | Path,
+    executor: ExecutorConfig | None = None,
+    reference: str | Path | None = None,
+    efficiencies: Sequence[float] = DEFAULT_EFFICIENCIES,
+    mjj_edges: Sequence[float] | None = None,
+    feature_config: FeatureConfig | None = None,
+    mode: str = "kfold",
+    skip_bad_files: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    reference_selection: str = "sr",
+    reference_datasets: list[str] | None = None,
+    gpu_resource: Mapping[str, float] | None = None,
+    num_threads: int | None = None,
+) -> InferResult:
+    """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
+
+    See the module docstring for the steps and outputs. ``progress(done, total)`` is called with
+    chunk counts. ``num_threads`` caps scoring threads per worker (default: 1 on futures/dask,
+    whose workers are one process per core; the libraries' default when iterative).
+    """
+    from coffea.processor import accumulate
+
+    import adhunt
+    from adhunt.config import config_to_dict
+    from adhunt.histograms import (
+        cut_label,
+        root_cut_name,
+        validate_efficiencies,
+        validate_mjj_edges,
+    )
+    from adhunt.jobs.executors import ExecutorConfig, coffea_runner
+    from adhunt.jobs.features import _unprocessed, check_inputs, load_fileset
+    from adhunt.processors.features import (
+        CUTFLOW_STEPS,
+        FeatureConfig,
+        FeatureInputError,
+        QuietPFNanoAODSchema,
+    )
+    from adhunt.processors.inference import (
+        SCORE_MODES,
+        InferenceError,
+        InferenceProcessor,
+        ModelRef,
+    )
+
+    # --- options -------------------------------------------------------------------------------
+    if mode not in SCORE_MODES:
+        raise InferenceError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
+    if reference_selection not in REFERENCE_SELECTIONS:
+        raise InferenceError(
+            f"reference selection must be one of {REFERENCE_SELECTIONS}, got {reference_selection!r}"
+        )
+    effs = validate_efficiencies(efficiencies)
+    edges = validate_mjj_edges(mjj_edges)
+    feature_config = feature_config or FeatureConfig()
+    exec_config = executor or ExecutorConfig()
+    if skip_bad_files and not exec_config.skip_bad_files:
+        exec_config = dataclasses.replace(exec_config, skip_bad_files=True)
+    gpu = {str(k): float(v) for k, v in (gpu_resource or {}).items()}
+    if gpu and (exec_config.executor != "dask" or exec_config.scheduler is None):
+        raise InferenceError(
+            "a GPU resource needs --executor dask with --scheduler (workers started with "
+            "'dask worker SCHEDULER --resources GPU=1'); a LocalCluster's workers advertise none"
+        )
+    if num_threads is None and exec_config.executor != "iterative":
+        num_threads = 1
+    output = Path(output)
+
+    # --- driver-side checks ----------------------------------------------------------------------
+    loaded = _load_models(models)
+    files = load_fileset(fileset)
+    good, bad, entries = check_inputs(files, feature_config.required_branches())
+    if bad and not exec_config.skip_bad_files:
+        lines = "; ".join(f"{b['file']}: {b['reason']}" for b in bad)
+        raise FeatureInputError(f"bad input file(s) (use --skip-bad-files to skip them): {lines}")
+    for b in bad:
+        logger.warning("skipping %s (dataset %s): %s", b["file"], b["dataset"], b["reason"])
+    good = {d: f for d, f in good.items() if f}
+
+    # --- thresholds ------------------------------------------------------------------------------
+    refs, thresholds, reference_info = [], {}, {}
+    labels = [cut_label(e) for e in effs]
+    shared: dict[Any, Any] = {}
+    for name, (model, path, digest) in loaded.items():
+        # One --reference table serves every model with the same window; without it each model
+        # reads its own training table.
+        key = model.region if reference is not None else name
+        if key not in shared:
+            shared[key] = _reference_table(
+                model, name, None if reference is None else Path(reference),
+                reference_datasets, reference_selection,
+            )  # fmt: skip
+        table, info = shared[key]
+        cuts = calibrate_thresholds(model, table, effs, mode, name)
+        refs.append(ModelRef(name, str(path), digest, cuts))
+        thresholds[name] = dict(zip(labels, cuts, strict=True))
+        reference_info[name] = info
+        logger.info(
+            "model %s: thresholds %s from %d reference events",
+            name, ", ".join(f"{k} >= {v:.4g}" for k, v in thresholds[name].items()),
+            info["n_events"],
+        )  # fmt: skip
+
+    # --- run -------------------------------------------------------------------------------------
+    datasets = list(files)
+    proc = InferenceProcessor(
+        refs, effs, feature_config, edges, mode, datasets, num_threads,
+        skip_bad_chunks=exec_config.skip_bad_files,
+    )  # fmt: skip
+    out = proc.empty_output()
+    if good:
+        with coffea_runner(exec_config, QuietPFNanoAODSchema, (FeatureInputError,)) as runner:
+            try:
+                chunks = list(runner.preprocess(good, treename="Events"))
+                if gpu:
+                    _check_resources(runner, gpu)
+                result = _execute(runner, chunks, proc, exec_config, progress, gpu)
+            except (FeatureInputError, InferenceError, ConnectionError):
+                raise
+            except Exception as err:
+                raise _specific(err) from err
+        out = accumulate([out, result])
+
+    skipped = list(bad)
+    for dataset, filename, _start, _stop, reason in out["errors"]:
+        skipped.append({"dataset": dataset, "file": filename, "reason": reason})
+    skipped.extend(_unprocessed(good, entries, out["chunks"], out["errors"]))
+    for message in out["warnings"]:
+        logger.warning(message)
+
+    cutflow = {
+        d: {step: int(out["cutflow"].get(d, {}).get(step, 0)) for step in CUTFLOW_STEPS}
+        for d in datasets
+    }
+    scored = {d: int(out["scored"].get(d, 0)) for d in datasets}
+    h = out["hist"]
+    _check_counts(h, cutflow, scored, list(loaded))
+
+    # --- outputs ---------------------------------------------------------------------------------
+    model_info = {
+        name: {
+            "path": str(path),
+            "digest": digest,
+            "method": model.method,
+            "region": str(model.region),
+            "features": list(model.features),
+            "input_columns": list(model.input_columns),
+            "n_folds": model.n_folds,
+            "seed": model.seed,
+        }
+        for name, (model, path, digest) in loaded.items()
+    }
+    metadata = {
+        "adhunt_version": adhunt.__version__,
+        "efficiencies": list(effs),
+        "cut_labels": [cut_label(1.0), *labels],
+        "thresholds": thresholds,
+        "mode": mode,
+        "reference": reference_info,
+        "models": {n: {"path": m["path"], "digest": m["digest"]} for n, m in model_info.items()},
+    }
+    h.metadata = metadata
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {"pickle": output / PICKLE_NAME, "root": output / ROOT_NAME, "json": output / JSON_NAME}
+    _atomic_write(paths["pickle"], pickle.dumps(h, protocol=pickle.HIGHEST_PROTOCOL))
+    write_root(h, paths["root"])
+    devices = {k: sorted(v) for k, v in out["devices"].items()}
+    doc = {
+        "adhunt_version": adhunt.__version__,
+        "config": {
+            "efficiencies": list(effs),
+            "mode": mode,
+            "mjj_edges": list(edges),
+            "reference_selection": reference_selection,
+            "reference": None if reference is None else str(reference),
+            "reference_datasets": reference_datasets,
+            "gpu_resource": gpu or None,
+            "num_threads": num_threads,
+            "features": config_to_dict(feature_config),
+            "executor": config_to_dict(exec_config),
+        },
+        "fileset": files,
+        "models": model_info,
+        "thresholds": thresholds,
+        "reference": reference_info,
+        "root_names": {lab: root_cut_name(lab) for lab in metadata["cut_labels"]},
+        "cutflow": cutflow,
+        "scored": scored,
+        "skipped": skipped,
+        "warnings": list(out["warnings"]),
+        "devices": devices,
+        "model_loads": dict(out["model_loads"]),
+        "chunks": len(out["chunks"]),
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+    _atomic_write(paths["json"], (json.dumps(doc, indent=2) + "\n").encode())
+    logger.info(
+        "scored %d events with %d model(s) into %s", sum(scored.values()), len(loaded), output
+    )
+    return InferResult(
+        histogram=h,
+        cutflow=cutflow,
+        scored=scored,
+        thresholds=thresholds,
+        paths=paths,
+        skipped=skipped,
+        warnings=list(out["warnings"]),
+        model_loads=dict(out["model_loads"]),
+        devices=devices,
+        workers=dict(out["workers"]),
+    )
+
+
+def _execute(
+    runner: Any,
+    chunks: list,
+    proc: Any,
+    exec_config: ExecutorConfig,
+    progress: Callable[[int, int], None] | None,
+    gpu: Mapping[str, float],
+) -> dict[str, Any]:
+    """Run the chunks, in batches when reporting progress; returns the summed accumulator.
+
+    Batches reuse the same workers (the dask cluster, or one futures process pool kept for all
+    batches), so each worker process still loads each model once.
+    """
+    import dask
+    from coffea.processor import accumulate
+
+    total = len(chunks)
+    if progress is None or total == 0:
+        batches = [chunks] if chunks else []
+    else:
+        size = max(4 * exec_config.workers, math.ceil(total / 20))
+        batches = [chunks[i : i + size] for i in range(0, total, size)]
+    annotate = dask.annotate(resources=dict(gpu)) if gpu else contextlib.nullcontext()
+    outputs: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        if exec_config.executor == "futures" and len(batches) > 1:
+            import loky
+
+            pool = loky.ProcessPoolExecutor(max_workers=exec_config.workers)
+            stack.callback(pool.shutdown)
+            runner.executor = runner.executor.copy(pool=pool)
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        for batch in batches:
+            with annotate:
+                outputs.append(runner.run(batch, proc, treename="Events")["out"])
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+    return accumulate(outputs) if outputs else proc.empty_output()
+
+
+def _check_resources(runner: Any, gpu: Mapping[str, float]) -> None:
+    """At least one connected dask worker must advertise the requested resources."""
+    from adhunt.processors.inference import InferenceError
+
+    client = getattr(runner.executor, "client", None)
+    if client is None:
+        return
+    workers = client.scheduler_info().get("workers", {})
+    able = [
+        address
+        for address, info in workers.items()
+        if all((info.get("resources") or {}).get(k, 0) >= v for k, v in gpu.items())
+    ]
+    if not able:
+        have = {a: info.get("resources") or {} for a, info in workers.items()}
+        raise InferenceError(
+            f"no dask worker offers the resource(s) {dict(gpu)} (workers: {have}); start GPU "
+            "workers with 'dask worker SCHEDULER --resources GPU=1'"
+        )
+    logger.info("%d of %d dask worker(s) offer %s", len(able), len(workers), dict(gpu))
+
+
+def _check_counts(
+    h: Any, cutflow: dict[str, dict[str, int]], scored: dict[str, int], models: list[str]
+) -> None:
+    """Every event counted once: cutflow nested, each selected event scored and filled once."""
+    import numpy as np
+
+    from adhunt.processors.features import CUTFLOW_STEPS
+
+    for dataset, counts in cutflow.items():
+        steps = [counts[s] for s in CUTFLOW_STEPS]
+        if any(b > a for a, b in itertools.pairwise(steps)):
+            raise RuntimeError(f"dataset {dataset!r}: cutflow is not nested: {counts}")
+        if scored[dataset] != counts["two_jets"]:
+            raise RuntimeError(
+                f"dataset {dataset!r}: {scored[dataset]} events scored but "
+                f"{counts['two_jets']} passed the selection"
+            )
+    names = [str(c) for c in h.axes["dataset"]]
+    values = np.asarray(h.view(flow=True)["value"])
+    axes = list(h.axes.name)
+    for dataset, n in scored.items():
+        if dataset not in names:
+            if n:
+                raise RuntimeError(f"dataset {dataset!r}: {n} events scored but not histogrammed")
+            continue
+        for m, model in enumerate(models):
+            index = [slice(None)] * values.ndim
+            index[axes.index("dataset")] = names.index(dataset)
+            index[axes.index("model")] = m
+            total = float(values[tuple(index)].sum())
+            if total != n:
+                raise RuntimeError(
+                    f"dataset {dataset!r}, model {model!r}: histogram holds {total:g} events, "
+                    f"{n} were scored"
+                )
+
+
+def _specific(err: BaseException) -> BaseException:
+    """The most specific of our errors in an exception chain (coffea wraps worker errors)."""
+    from adhunt.models.artifact import ArtifactError
+    from adhunt.processors.features import FeatureInputError
+    from adhunt.processors.inference import InferenceError
+
+    chain, seen = [], set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for e in chain:
+        if isinstance(e, ArtifactError | InferenceError | FeatureInputError):
+            return type(e)(str(e))
+    return InferenceError(f"inference failed: {chain[0]}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_root(h: Any, path: str | Path) -> Path:
+    """One TH1D per ``{dataset}/{model}/{cut}`` (cumulative cut spectra, flow bins kept)."""
+    import uproot
+
+    from adhunt.histograms import cut_spectra, root_cut_name
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with uproot.recreate(tmp) as f:
+        for dataset in [str(c) for c in h.axes["dataset"]]:
+            for model in [str(c) for c in h.axes["model"]]:
+                for label, spectrum in cut_spectra(h, model, dataset).items():
+                    f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
+    os.replace(tmp, path)
+    return path
+
+
+def read_root_spectra(path: str | Path) -> dict[str, tuple[Any, Any]]:
+    """``{"dataset/model/cut": (edges, counts)}`` of a ``histograms.root`` (flow bins dropped)."""
+    import uproot
+
+    out = {}
+    with uproot.open(path) as f:
+        for key, cls in f.classnames(cycle=False).items():
+            if cls.startswith("TH1"):
+                obj = f[key]
+                out[key] = (obj.axis().edges(), obj.values())
+    return out
+
+
+def _parse_resource(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"--gpu-resource expects NAME=AMOUNT, got {part!r}") from None
+        if not name.strip():
+            raise ValueError(f"--gpu-resource expects NAME=AMOUNT, got {part!r}")
+    return out
+
+
+def infer(
+    fileset: Annotated[Path, typer.Argument(help="Fileset JSON: {dataset: files} (coffea form).")],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="NAME=MODEL_DIR (repeatable); a bare DIR is named by its method."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="Feature directory to calibrate thresholds (default: each model's training table).",
+        ),
+    ] = None,
+    reference_datasets: Annotated[
+        str | None, typer.Option("--reference-datasets", help="Only these datasets of it.")
+    ] = None,
+    reference_selection: Annotated[
+        str, typer.Option("--reference-selection", help="sr (the model's window) | all.")
+    ] = "sr",
+    efficiencies: Annotated[
+        str, typer.Option("--efficiencies", help="Background efficiencies of the cuts.")
+    ] = ",".join(f"{e:g}" for e in DEFAULT_EFFICIENCIES),
+    mode: Annotated[
+        str, typer.Option("--mode", help="kfold (the training data) | ensemble (independent data).")
+    ] = "kfold",
+    executor: Annotated[str, typer.Option(help="iterative | futures | dask")] = "iterative",
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask scheduler address (default: start a LocalCluster).")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (futures, dask LocalCluster).")
+    ] = 1,
+    chunksize: Annotated[int, typer.Option(help="Events per chunk.")] = 100_000,
+    gpu_resource: Annotated[
+        str | None,
+        typer.Option("--gpu-resource", help="dask worker resource per chunk task, e.g. GPU=1."),
+    ] = None,
+    skip_bad_files: Annotated[
+        bool, typer.Option("--skip-bad-files", help="Skip bad inputs and report them.")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
+    ] = None,
+) -> None:
+    """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
+    from adhunt.config import load_config
+    from adhunt.jobs.executors import ExecutorConfig
+    from adhunt.jobs.features import cutflow_table
+    from adhunt.jobs.reporting import console, progress_bar
+    from adhunt.jobs.train import split_list
+    from adhunt.models.artifact import ArtifactError
+    from adhunt.processors.features import FeatureConfig, FeatureInputError
+
+    try:
+        feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
+        effs = [float(e) for e in split_list(efficiencies) or []]
+        specs = parse_model_specs(model)
+        exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
+        with progress_bar() as bar:
+            task = bar.add_task("infer (chunks)", total=None)
+            result = run_infer(
+                fileset, specs, output, exec_config, reference=reference, efficiencies=effs,
+                feature_config=feature_config, mode=mode,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                reference_selection=reference_selection,
+                reference_datasets=split_list(reference_datasets),
+                gpu_resource=_parse_resource(gpu_resource),
+            )  # fmt: skip
+    except (
+        ArtifactError,
+        FeatureInputError,
+        ValueError,
+        FileNotFoundError,
+        ConnectionError,
+    ) as err:
+        logger.error("%s", err)
+        raise typer.Exit(code=2) from err
+
+    console.print(cutflow_table(result.cutflow, f"cutflow ({output})"))
+    for name, cuts in result.thresholds.items():
+        logger.info("%s: %s", name, ", ".join(f"{k}: score >= {v:.4g}" for k, v in cuts.items()))
+    for item in result.skipped:
+        logger.warning("skipped %s: %s", item["file"], item["reason"])
+    logger.info("wrote %s", ", ".join(str(p) for p in result.paths.values()))

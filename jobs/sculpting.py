@@ -1,0 +1,353 @@
+"""``adhunt sculpting``: does an anomaly-score cut sculpt the background mjj spectrum?
+
+A bump hunt after a score cut is only valid if the cut leaves the background smooth: a score that
+has learnt mjj (directly or through correlated features) selects events near the window and carves
+a bump that the fit would call a signal. This job scores SIGNAL-FREE data with a trained model,
+builds the post-cut mjj spectra at fixed SR efficiencies (same convention as ``adhunt scan``: the
+threshold keeps that fraction of the model's SR events and is applied at every mjj) and runs
+:func:`adhunt.bumphunt.check_sculpting` on each: good fit of the whole post-cut spectrum, uniform
+local p-values of background-only pseudo-experiments, and no bump or dip beyond the look-elsewhere
+expectation. The command exits 1 when a cut fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from adhunt.schema import RESONANT_VARIABLE
+
+logger = logging.getLogger(__name__)
+
+MODES = ("auto", "kfold", "ensemble")
+
+
+@dataclass(frozen=True, eq=False)
+class SculptingJobResult:
+    """Outcome of :func:`run_sculpting`; ``report`` is the content of ``sculpting.json``."""
+
+    output: Path
+    report: dict[str, Any]
+    passed: bool
+    json_path: Path
+    plots: tuple[Path, ...]
+
+
+def _resolve_mode(mode: str, model: Any, features: Any, datasets: list[str] | None, n: int) -> str:
+    """kfold when the model trained on these events (its provenance names this directory), else
+    ensemble. kfold is always unbiased (an event unseen by every model may be scored by any of
+    them), ensemble averages the folds and is less noisy on independent samples."""
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    prov = (model.extra or {}).get("provenance", {}) if isinstance(model.extra, dict) else {}
+    if isinstance(features, str | Path):
+        trained_on = prov.get("features_dir")
+        same_dir = trained_on is not None and Path(trained_on).resolve() == Path(features).resolve()
+        same_sets = (
+            datasets is None
+            or prov.get("datasets") is None
+            or sorted(datasets) == sorted(prov["datasets"])
+        )
+        return "kfold" if same_dir and same_sets else "ensemble"
+    return "kfold" if (model.training or {}).get("n_events") == n else "ensemble"
+
+
+def run_sculpting(
+    features: Any,
+    model: Any,
+    output: str | Path,
+    *,
+    datasets: list[str] | None = None,
+    mode: str = "auto",
+    efficiencies: tuple[float, ...] = (0.1, 0.01, 0.001),
+    n_toys: int = 100,
+    seed: int = 0,
+    window_width: float = 400.0,
+    window_step: float = 100.0,
+    scan_range: tuple[float, float] | None = None,
+    fit_range: tuple[float, float] | None = None,
+    n_params: int = 4,
+    min_fit_events: float = 50.0,
+    thresholds: Any | None = None,
+    plots: bool = True,
+    overwrite: bool = False,
+) -> SculptingJobResult:
+    """Sculpting check of ``model`` (a model directory or a fitted ``ResonantModel``) on the
+    signal-free ``features`` (directory or DataFrame); writes ``sculpting.json`` and one spectrum
+    plot per cut. Cuts whose spectrum has too few events to be fit are reported as untestable; if
+    no cut can be tested a ``ValueError`` is raised. ``thresholds``: a ``SculptingConfig``.
+    """
+    import pandas as pd
+
+    import adhunt
+    from adhunt.bumphunt import ScanConfig, SculptingConfig, check_sculpting
+    from adhunt.config import config_to_dict
+    from adhunt.fitting import FitError, fit_dijet
+    from adhunt.histograms import DEFAULT_MJJ_EDGES
+    from adhunt.jobs.scan import (
+        NO_CUT,
+        ScanJobConfig,
+        cut_label,
+        has_truth,
+        mjj_histogram,
+        prepare_output,
+        resolve_fit_range,
+        sliding_windows,
+        sr_threshold,
+        write_json,
+    )
+    from adhunt.jobs.train import read_table
+    from adhunt.models.base import ResonantModel
+    from adhunt.plotting import plot_fit
+
+    t0 = time.perf_counter()
+    # The scan's config validates efficiencies / ranges / toys with the same messages.
+    checked = ScanJobConfig(
+        efficiencies=efficiencies, n_toys=n_toys, seed=seed, window_width=window_width,
+        window_step=window_step, scan_range=scan_range, fit_range=fit_range, n_params=n_params,
+        min_fit_events=min_fit_events,
+    )  # fmt: skip
+    if checked.n_toys < 20:
+        raise ValueError(f"the sculpting check needs >= 20 toys (p-value uniformity), got {n_toys}")
+    thr = thresholds or SculptingConfig()
+    model_dir = None
+    if not isinstance(model, ResonantModel):
+        model_dir = Path(model)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"model directory not found: {model_dir}")
+        model = ResonantModel.load(model_dir)
+    if isinstance(features, pd.DataFrame):
+        data = features
+        if datasets:
+            data = data[data["dataset"].isin(datasets)].reset_index(drop=True)
+    else:
+        data = read_table(Path(features), datasets, "--features")
+    needed = [*model.input_columns, RESONANT_VARIABLE, "run", "event"]
+    missing = [c for c in needed if c not in data.columns]
+    if missing:
+        raise ValueError(
+            f"feature table lacks column(s) {missing} needed by the {model.method} model"
+        )
+    if len(data) == 0:
+        raise ValueError("feature table has no events")
+    if has_truth(data) and (data["truth_label"] == 1).any():
+        logger.warning(
+            "the data contain %d truth-signal event(s): the sculpting check assumes signal-free data",
+            int((data["truth_label"] == 1).sum()),
+        )
+    used_mode = _resolve_mode(mode, model, features, datasets, len(data))
+    mjj = data[RESONANT_VARIABLE].to_numpy(dtype=np.float64)
+    sr = model.region.in_sr(mjj)
+    sb = model.region.in_sb(mjj)
+    if not sr.any():
+        raise ValueError(
+            f"no events in the model's signal region {model.region} GeV "
+            f"(data mjj in [{mjj.min():.0f}, {mjj.max():.0f}] GeV)"
+        )
+    output = prepare_output(Path(output), overwrite)
+    scores = model.score(data, mode=used_mode)
+    logger.info(
+        "scored %d events with the %s model (%s mode), SR %s: %d events",
+        len(data), model.method, used_mode, model.region, int(sr.sum()),
+    )  # fmt: skip
+
+    rng = resolve_fit_range(checked.fit_range)
+    lo, hi = checked.scan_range or rng
+    windows = sliding_windows(max(lo, rng[0]), min(hi, rng[1]), window_width, window_step)
+    if not windows:
+        raise ValueError(f"no {window_width:g} GeV window fits into [{lo:g}, {hi:g}] GeV")
+    cuts: list[tuple[str, float, float | None, np.ndarray]] = [
+        (NO_CUT, 1.0, None, np.ones(len(data), dtype=bool))
+    ]
+    for eff in checked.efficiencies:
+        threshold, _ = sr_threshold(scores[sr], eff)
+        cuts.append((cut_label(eff), eff, threshold, scores >= threshold))
+
+    edges = np.asarray(DEFAULT_MJJ_EDGES, dtype=float)
+    entries, plot_paths = [], []
+    for i, (label, eff, threshold, passed) in enumerate(cuts):
+        h = mjj_histogram(mjj[passed])
+        cut_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        scan_cfg = ScanConfig(
+            windows=tuple(windows), fit_range=rng, n_params=n_params, min_events=min_fit_events,
+            n_toys=n_toys, seed=cut_seed,
+        )  # fmt: skip
+        entry: dict[str, Any] = {
+            "label": label,
+            "efficiency": eff,
+            "threshold": threshold,
+            "n_events": int(passed.sum()),
+            "n_sr": int(np.sum(passed & sr)),
+            # Diagnostic: a cut that learnt mjj keeps far more of the SR than of the sidebands.
+            "efficiency_sr": float(np.mean(passed[sr])),
+            "efficiency_sb": float(np.mean(passed[sb])) if sb.any() else None,
+            "toy_seed": cut_seed,
+        }
+        fit = None
+        try:
+            fit = fit_dijet(h, scan_cfg.fit_config(), fit_range=rng)
+        except FitError as exc:  # too few events or bins: nothing to test
+            entry.update(status="untestable", passed=None, reasons=[str(exc)])
+        if fit is not None and not fit.valid:
+            # Enough events, but the smooth function cannot describe the post-cut spectrum.
+            entry.update(
+                status="fail",
+                passed=False,
+                fit_chi2_ndf=fit.chi2_ndf,
+                fit_p_value=fit.p_value,
+                reasons=[
+                    f"the dijet fit of the full post-cut spectrum does not converge ({fit.message}, "
+                    f"chi2/ndf {fit.chi2:.3g}/{fit.ndf})"
+                ],
+            )
+        elif fit is not None:
+            try:
+                check = check_sculpting({label: h}, scan_cfg, thr).checks[0]
+                entry.update(status="pass" if check.passed else "fail", **check.to_dict())
+            except (FitError, ValueError) as exc:  # e.g. no window with enough expected events
+                entry.update(status="untestable", passed=None, reasons=[str(exc)])
+        if entry["status"] == "untestable":
+            logger.warning("cut %s cannot be tested: %s", label, entry["reasons"][0])
+        entry["counts"] = np.asarray(h.values(), dtype=float)
+        entries.append(entry)
+        if plots and fit is not None:
+            title = f"{model.method} {label}: {entry['status'].upper()}"
+            plot_paths.append(
+                plot_fit(edges, entry["counts"], fit, output / f"spectrum_{label}.png", title=title)
+            )
+    tested = [e for e in entries if e["status"] != "untestable"]
+    if not any(e["label"] != NO_CUT for e in tested):
+        raise ValueError(
+            "no score cut could be tested: "
+            + "; ".join(
+                f"{e['label']}: {e['reasons'][0]}" for e in entries if e["status"] == "untestable"
+            )
+        )
+    passed_all = all(e["status"] == "pass" for e in tested)
+    _log_table(entries, passed_all)
+    report = {
+        "command": "sculpting",
+        "adhunt_version": adhunt.__version__,
+        "passed": passed_all,
+        "model": {
+            "dir": None if model_dir is None else str(model_dir),
+            "method": model.method,
+            "region": str(model.region),
+            "features": list(model.features),
+            "n_folds": model.n_folds,
+            "seed": model.seed,
+        },
+        "input": {
+            "features": str(features) if not isinstance(features, pd.DataFrame) else "<DataFrame>",
+            "datasets": datasets,
+            "n_events": len(data),
+            "mode": used_mode,
+            "mode_requested": mode,
+        },
+        "settings": {
+            "efficiencies": list(checked.efficiencies),
+            "n_toys": n_toys,
+            "seed": seed,
+            "window_width": window_width,
+            "window_step": window_step,
+            "scan_range": [lo, hi],
+            "fit_range": list(rng),
+            "n_params": n_params,
+            "min_fit_events": min_fit_events,
+            "thresholds": config_to_dict(thr),
+        },
+        "edges": list(edges),
+        "cuts": entries,
+        "plots": [p.name for p in plot_paths],
+        "timing": {"total_s": time.perf_counter() - t0},
+    }
+    json_path = write_json(output / "sculpting.json", report)
+    logger.info("wrote %s", json_path)
+    report = json.loads(json_path.read_text())
+    return SculptingJobResult(output, report, passed_all, json_path, tuple(plot_paths))
+
+
+def _log_table(entries: list[dict[str, Any]], passed: bool) -> None:
+    def fmt(value: Any) -> str:
+        return "-" if value is None else f"{value:.3g}"
+
+    logger.info(
+        "%-10s %8s %7s %7s %9s %9s %9s  %s",
+        "cut", "events", "eff SR", "eff SB", "fit p", "KS p", "LEE p", "result",
+    )  # fmt: skip
+    for e in entries:
+        logger.info(
+            "%-10s %8d %7s %7s %9s %9s %9s  %s%s",
+            e["label"],
+            e["n_events"],
+            fmt(e["efficiency_sr"]),
+            fmt(e["efficiency_sb"]),
+            fmt(e.get("fit_p_value")),
+            fmt(e.get("ks_p_value_bonferroni")),
+            fmt(e.get("global_p_value_two_sided")),
+            e["status"].upper(),
+            "" if e["status"] == "pass" else f" ({'; '.join(e.get('reasons') or [])})",
+        )
+    logger.info("sculpting check %s", "PASSED" if passed else "FAILED")
+
+
+def sculpting(
+    features: Annotated[
+        Path, typer.Option("--features", help="Signal-free feature directory (adhunt features).")
+    ],
+    model: Annotated[Path, typer.Option("--model", help="Model directory (adhunt train).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
+    datasets: Annotated[str | None, typer.Option("--datasets", help="Only these datasets.")] = None,
+    toys: Annotated[int, typer.Option("--toys", help="Pseudo-experiments per cut (>= 20).")] = 100,
+    mode: Annotated[
+        str, typer.Option("--mode", help="auto, kfold (model trained on these events) or ensemble.")
+    ] = "auto",
+    efficiencies: Annotated[
+        str, typer.Option("--efficiencies", help="SR efficiencies of the cuts.")
+    ] = "0.1,0.01,0.001",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the pseudo-experiments.")] = 0,
+    width: Annotated[float, typer.Option("--width", help="Window width, GeV.")] = 400.0,
+    step: Annotated[float, typer.Option("--step", help="Window step, GeV.")] = 100.0,
+    scan_range: Annotated[
+        str | None, typer.Option("--range", help="Range LOW:HIGH of the windows, GeV.")
+    ] = None,
+    fit_range: Annotated[
+        str | None, typer.Option("--fit-range", help="Background fit range LOW:HIGH, GeV.")
+    ] = None,
+    no_plots: Annotated[
+        bool, typer.Option("--no-plots", help="Write sculpting.json only.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty output directory.")
+    ] = False,
+) -> None:
+    """Check that the model's score cuts do not sculpt the mjj spectrum (exit 1 if they do)."""
+    from adhunt.jobs.scan import _pair
+    from adhunt.jobs.train import split_list
+    from adhunt.models.artifact import ArtifactError
+
+    try:
+        try:
+            effs = tuple(float(e) for e in efficiencies.split(",") if e.strip())
+        except ValueError:
+            raise ValueError(f"--efficiencies must be numbers, got {efficiencies!r}") from None
+        result = run_sculpting(
+            features, model, output, datasets=split_list(datasets), mode=mode, efficiencies=effs,
+            n_toys=toys, seed=seed, window_width=width, window_step=step,
+            scan_range=_pair(scan_range, "range"), fit_range=_pair(fit_range, "fit_range"),
+            plots=not no_plots, overwrite=overwrite,
+        )  # fmt: skip
+    except (ArtifactError, ValueError, KeyError, FileNotFoundError, ImportError) as exc:
+        logger.error("%s", exc)
+        raise typer.Exit(code=2) from exc
+    if not result.passed:
+        raise typer.Exit(code=1)
