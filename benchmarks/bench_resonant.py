@@ -82,49 +82,55 @@ def ensure_samples(
     return filesets
 
 
-def _fileset_key(fileset: Path) -> str:
-    """Identity of a fileset's inputs (paths, sizes, mtimes): features are redone when it changes."""
-    from adhunt.jobs.features import load_fileset
-
-    files = load_fileset(fileset)
-    items = []
-    for dataset, names in sorted(files.items()):
-        for name in names:
-            st = Path(name).stat()
-            items.append((dataset, name, st.st_size, int(st.st_mtime)))
-    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+def _file_key(name: str) -> str:
+    """Identity of one input file (path, size, mtime): its features are redone when it changes."""
+    st = Path(name).stat()
+    return hashlib.sha256(json.dumps([name, st.st_size, int(st.st_mtime)]).encode()).hexdigest()[
+        :16
+    ]
 
 
 def ensure_features(
-    fileset: Path, features_dir: Path, dataset: str, workers: int, chunksize: int
-) -> None:
-    """Feature tables of one dataset in ``features_dir`` (cached: skipped when inputs are unchanged)."""
-    from adhunt.jobs.features import run_features
+    fileset: Path, features_dir: Path, workers: int, chunksize: int
+) -> dict[str, list[Path]]:
+    """Feature tables of every file of ``fileset``, one cached directory per input file.
 
-    marker = features_dir / f".{dataset}.done.json"
-    key = _fileset_key(fileset)
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-        log.info("features of %s: cached in %s", dataset, features_dir)
-        return
-    t0 = time.perf_counter()
-    result = run_features(
-        fileset, features_dir, executor="futures", workers=workers, chunksize=chunksize
-    )
-    if result.skipped:
-        raise RuntimeError(f"feature extraction skipped inputs: {result.skipped}")
-    seconds = time.perf_counter() - t0
-    cutflow = result.cutflow.get(dataset, {})
-    log.info("features of %s: %s in %.0f s", dataset, cutflow, seconds)
-    marker.write_text(json.dumps({"key": key, "seconds": seconds, "cutflow": cutflow}) + "\n")
-    # Per-dataset cutflows: run_features overwrites cutflow.json at each call.
-    (features_dir / f"cutflow_{dataset}.json").write_text(json.dumps(cutflow, indent=2) + "\n")
+    Per file so that an interrupted run, or a sample still being generated, only redoes the
+    files that changed. Returns ``{dataset: [feature dir, ...]}`` in fileset order.
+    """
+    from adhunt.jobs.features import load_fileset, run_features
+
+    out: dict[str, list[Path]] = {}
+    for dataset, names in load_fileset(fileset).items():
+        out[dataset] = []
+        for name in names:
+            target = features_dir / Path(name).name.removesuffix(".root")
+            marker = target / "done.json"
+            key = _file_key(name)
+            out[dataset].append(target)
+            if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+                log.info("features of %s: cached in %s", Path(name).name, target)
+                continue
+            t0 = time.perf_counter()
+            result = run_features(
+                {dataset: [name]}, target, executor="futures", workers=workers, chunksize=chunksize
+            )
+            if result.skipped:
+                raise RuntimeError(f"feature extraction skipped inputs of {name}: {result.skipped}")
+            seconds = time.perf_counter() - t0
+            cutflow = result.cutflow.get(dataset, {})
+            log.info("features of %s: %s in %.0f s", Path(name).name, cutflow, seconds)
+            marker.write_text(
+                json.dumps({"key": key, "seconds": seconds, "cutflow": cutflow}) + "\n"
+            )
+    return out
 
 
-def read_clean(features_dir: Path, dataset: str, columns: Sequence[str]) -> pd.DataFrame:
-    """Feature rows of ``dataset``; events with non-finite inputs are dropped (and counted)."""
+def read_clean(dirs: Sequence[Path], dataset: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Feature rows of ``dataset`` from its per-file directories; events with non-finite inputs dropped."""
     from adhunt.tables import read_features
 
-    frame = read_features(features_dir, [dataset])
+    frame = pd.concat([read_features(d, [dataset]) for d in dirs], ignore_index=True)
     values = frame[list(columns)].to_numpy(np.float64)
     ok = np.all(np.isfinite(values), axis=1)
     if not ok.all():
@@ -380,7 +386,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", choices=("hgb", "mlp"), default=None, help="classifier back-end")
     p.add_argument("--n-ensemble", type=int, default=None, help="classifier members per fold")
     p.add_argument("--flow-epochs", type=int, default=None, help="max epochs of the sideband flow")
-    p.add_argument("--chunksize", type=int, default=50_000, help="feature-processor chunk size")
+    p.add_argument("--chunksize", type=int, default=25_000, help="feature-processor chunk size")
+    p.add_argument(
+        "--features-only", action="store_true", help="stop after the (cached) feature extraction"
+    )
     p.add_argument("--generate", action="store_true", help="(re)generate the samples")
     p.add_argument("--qcd-events", type=int, default=DEFAULT_SAMPLES["qcd"][0])
     p.add_argument("--signal-events", type=int, default=DEFAULT_SAMPLES["wprime"][0])
@@ -426,14 +435,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1-2. samples and features
     n_events = {"qcd": args.qcd_events, "wprime": args.signal_events}
     filesets = ensure_samples(args.data_dir, args.generate, n_events, args.workers)
-    features_dir = args.output / "features"
-    for dataset, fileset in filesets.items():
-        ensure_features(fileset, features_dir, dataset, args.workers, args.chunksize)
+    feature_dirs: dict[str, list[Path]] = {}
+    for fileset in filesets.values():
+        feature_dirs.update(
+            ensure_features(fileset, args.output / "features", args.workers, args.chunksize)
+        )
+    if args.features_only:
+        return 0
     columns = [*features, RESONANT_VARIABLE]
-    qcd = read_clean(features_dir, "qcd", columns)
+    qcd = read_clean(feature_dirs["qcd"], "qcd", columns)
     if args.qcd_limit is not None:
         qcd = qcd.iloc[: args.qcd_limit].reset_index(drop=True)
-    signal = read_clean(features_dir, "wprime", columns)
+    signal = read_clean(feature_dirs["wprime"], "wprime", columns)
     if (qcd["truth_label"] != 0).any() or (signal["truth_label"] != 1).any():
         raise RuntimeError("truth labels: QCD must be 0 and W' must be 1")
 

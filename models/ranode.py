@@ -48,6 +48,11 @@ class RAnodeConfig:
     # Adam learning rate of logit(w): one scalar fitted to the whole SR sample can move much faster
     # than the network weights; with the flow's lr it would barely leave w_init within early stopping.
     w_lr: float = 0.02
+    # Epochs of a plain fit of p_sig to the SR data before the mixture fit. From a random start
+    # p_sig is worse than p_bg everywhere, so w shrinks first, the responsibilities (~w) starve
+    # p_sig of gradient and some folds stall at w ~ w_init (seen on the LHCO-like benchmark); started
+    # at the data density, p_sig only has to concentrate on the data's excess. 0 = off.
+    warm_start_epochs: int = 5
     shared_flow: bool = True
     logit_margin: float = 0.05
     val_fraction: float = 0.2
@@ -59,6 +64,11 @@ class RAnodeConfig:
         object.__setattr__(self, "signal_flow", sig)
         if not self.w_lr > 0:
             raise ValueError(f"RAnodeConfig.w_lr must be positive, got {self.w_lr}")
+        if int(self.warm_start_epochs) != self.warm_start_epochs or self.warm_start_epochs < 0:
+            raise ValueError(
+                f"RAnodeConfig.warm_start_epochs must be a non-negative integer, "
+                f"got {self.warm_start_epochs!r}"
+            )
         if not 0.0 < self.w_init < 1.0:
             raise ValueError(f"RAnodeConfig.w_init must be in (0, 1), got {self.w_init}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -126,17 +136,26 @@ def fit_mixture(
     seed: int,
     progress: Any = None,
     w_lr: float = 0.02,
+    warm_start_epochs: int = 0,
 ) -> tuple[Any, float]:
     """Maximum-likelihood fit of (p_sig, w) in w p_sig + (1 - w) p_bg with p_bg fixed.
 
+    With ``warm_start_epochs`` p_sig first gets a plain NLL fit to the (SR) data, so that the
+    mixture fit starts from p_sig ~ p_data instead of a random density (see RAnodeConfig).
     Returns the fitted signal flow (best validation epoch) and w.
     """
+    import dataclasses
+
     import torch
     from torch import nn
 
     from adhunt.models.flows import ConditionalFlow, _Threads, train_by_nll
 
     sig = ConditionalFlow(z.shape[1], config, seed=seed)
+    if warm_start_epochs > 0:
+        warm_cfg = dataclasses.replace(config, epochs=int(warm_start_epochs))
+        warm = ConditionalFlow(z.shape[1], warm_cfg, seed=seed).fit(z, m, z_val, m_val)
+        sig.net.load_state_dict(warm.net.state_dict())
     sig.set_standardization(z, m)
     dev = sig.device
     f32 = np.float32
@@ -229,6 +248,7 @@ class RAnode(FlowMethod):
             self.fold_seed(k, 4),
             self.flow_progress,
             w_lr=cfg.w_lr,
+            warm_start_epochs=cfg.warm_start_epochs,
         )
         h = sig.history
         self._flow_stats.append(
