@@ -39,9 +39,21 @@ from adhunt.rootio import PFCANDS_TYPES, fileset_entry, make_events, write_event
 log = logging.getLogger(__name__)
 
 PROCESSES = ("qcd", "wprime")
-#: ``run`` branch per process, so (run, event) stays unique when samples are mixed.
+#: Leading digit of the ``run`` branch per process; see :func:`run_number`.
 RUN_NUMBER = {"qcd": 1, "wprime": 2}
 TRUTH_LABEL = {"qcd": 0, "wprime": 1}
+
+
+def run_number(process: str, seed: int) -> int:
+    """``run`` of a generated sample: process digit x 10^6 + seed mod 10^6 (fits NanoAOD's uint32).
+
+    Event numbers restart at 1 in every sample, and k-fold splits, injection and duplicate checks
+    identify events by (run, event): two samples of one process with different seeds (data and an
+    IAD reference, say) must therefore differ in ``run`` for their events to stay distinct.
+    """
+    return RUN_NUMBER[process] * 1_000_000 + int(seed) % 1_000_000
+
+
 #: Pythia's ``Random:seed`` must lie in 1..900000000.
 PYTHIA_SEED_MAX = 900_000_000
 FILESET_NAME = "fileset.json"
@@ -375,7 +387,7 @@ def _generate_batch(
     numbers = np.arange(spec.first_event + 1, spec.first_event + n + 1, dtype=np.uint64)
     flat = {name: ak.to_numpy(ak.flatten(cands[name])) for name in PFCANDS_TYPES}
     events = make_events(
-        run=RUN_NUMBER[config.process],
+        run=run_number(config.process, config.seed),
         luminosity_block=spec.file_index + 1,
         event=numbers,
         truth_label=TRUTH_LABEL[config.process],
@@ -526,7 +538,7 @@ def generate_to_root(
         "seed": config.seed,
         "n_events": config.n_events,
         "truth_label": TRUTH_LABEL[config.process],
-        "run": RUN_NUMBER[config.process],
+        "run": run_number(config.process, config.seed),
         "n_generated": n_gen,
         "trigger_efficiency": efficiency,
         "sigma_gen_pb": sigma_mb * 1e9,

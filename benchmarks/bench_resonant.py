@@ -234,6 +234,27 @@ class MethodResult:
     score_seconds: float
     summary: dict[str, Any]
     n_train: int
+    max_sic_std: float | None = None  # bootstrap spread of the test set's max SIC
+
+
+def bootstrap_max_sic(
+    labels: np.ndarray, scores: np.ndarray, min_background: int, n: int = 100, seed: int = 0
+) -> float | None:
+    """Standard deviation of max SIC over bootstrap resamples of the test set.
+
+    Max SIC sits where only a few tens of background events pass, so it fluctuates by ~10%;
+    this spread says which differences between methods the test set can resolve.
+    """
+    from adhunt.performance import roc_sic
+
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(labels), len(labels))
+        value = roc_sic(labels[idx], scores[idx], min_background=min_background)["max_sic"]
+        if value is not None:
+            values.append(value)
+    return float(np.std(values)) if len(values) > 1 else None
 
 
 def train_and_evaluate(
@@ -259,12 +280,14 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     scores = model.score(test, mode="ensemble")
     score_s = time.perf_counter() - t0
-    roc = roc_sic(test["truth_label"].to_numpy(), scores, min_background=args.min_background)
+    labels = test["truth_label"].to_numpy()
+    roc = roc_sic(labels, scores, min_background=args.min_background)
+    spread = bootstrap_max_sic(labels, scores, args.min_background, seed=args.seed)
     log.info(
         "%s: max SIC %s, AUC %.3f, train %.0f s",
         method, _fmt(roc["max_sic"]), roc["auc"], train_s,
     )  # fmt: skip
-    return MethodResult(method, roc, train_s, score_s, dict(model.summary), len(data))
+    return MethodResult(method, roc, train_s, score_s, dict(model.summary), len(data), spread)
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -327,7 +350,7 @@ def injection_line(summary: dict[str, Any]) -> str:
 
 def method_table(results: dict[str, MethodResult], true_fraction: float) -> list[str]:
     lines = [
-        f"{'method':11s} {'max SIC':>8s} {'AUC':>6s} {'eps_S@max':>9s} {'train s':>8s} "
+        f"{'method':11s} {'max SIC':>8s} {'+-':>5s} {'AUC':>6s} {'eps_S@max':>9s} {'train s':>8s} "
         f"{'score s':>8s}  notes"
     ]
     for name, r in results.items():
@@ -343,7 +366,8 @@ def method_table(results: dict[str, MethodResult], true_fraction: float) -> list
         if name == "supervised":
             notes = (notes + " trained on data bkg + labelled injection pool").strip()
         lines.append(
-            f"{name:11s} {_fmt(r.roc['max_sic']):>8s} {r.roc['auc']:6.3f} "
+            f"{name:11s} {_fmt(r.roc['max_sic']):>8s} {_fmt(r.max_sic_std, '.1f'):>5s} "
+            f"{r.roc['auc']:6.3f} "
             f"{_fmt(r.roc['eps_s_at_max_sic'], '.3f'):>9s} {r.train_seconds:8.0f} "
             f"{r.score_seconds:8.1f}  {notes}"
         )
@@ -381,12 +405,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads in training")
     p.add_argument("--window", default="3300:3700", help="signal region LOW:HIGH in GeV")
     p.add_argument(
+        "--split",
+        default="0.6,0.2",
+        help="QCD fractions for data and IAD reference (the rest is the test set)",
+    )
+    p.add_argument(
         "--min-background", type=int, default=20, help="background events behind a SIC point"
     )
     p.add_argument("--backend", choices=("hgb", "mlp"), default=None, help="classifier back-end")
     p.add_argument("--n-ensemble", type=int, default=None, help="classifier members per fold")
     p.add_argument("--flow-epochs", type=int, default=None, help="max epochs of the sideband flow")
     p.add_argument("--chunksize", type=int, default=25_000, help="feature-processor chunk size")
+    p.add_argument(
+        "--features-dir", type=Path, default=None, help="feature cache (default: OUTPUT/features)"
+    )
     p.add_argument(
         "--features-only", action="store_true", help="stop after the (cached) feature extraction"
     )
@@ -410,6 +442,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
     args.injection_scan = [int(n) for n in args.injection_scan.split(",") if n.strip()]
     args.scan_methods = [m for m in args.scan_methods.split(",") if m]
+    try:
+        f_data, f_ref = (float(v) for v in args.split.split(","))
+    except ValueError:
+        p.error(f"--split must be two comma-separated fractions, got {args.split!r}")
+    if not (f_data > 0 and f_ref > 0 and f_data + f_ref < 1):
+        p.error(f"--split fractions must be positive and sum to < 1, got {args.split!r}")
+    args.split = (f_data, f_ref)
     return args
 
 
@@ -438,7 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     feature_dirs: dict[str, list[Path]] = {}
     for fileset in filesets.values():
         feature_dirs.update(
-            ensure_features(fileset, args.output / "features", args.workers, args.chunksize)
+            ensure_features(
+                fileset, args.features_dir or args.output / "features", args.workers, args.chunksize
+            )
         )
     if args.features_only:
         return 0
@@ -451,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise RuntimeError("truth labels: QCD must be 0 and W' must be 1")
 
     # 3. splits and injection
-    s = make_splits(qcd, signal, args.seed)
+    s = make_splits(qcd, signal, args.seed, args.split)
     sr_frac = float(region.in_sr(qcd["mjj"]).mean())
     sig_sr_frac = float(region.in_sr(signal["mjj"]).mean())
     test = pd.concat([s.test_bkg, s.test_sig], ignore_index=True)
@@ -531,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _write_report(args.output, report, results, scan)
         head = f"{'N inj':>6s} {'S_SR':>5s} {'B_SR':>7s} {'S/B %':>6s} {'S/sqrtB':>7s}"
         for method in args.scan_methods:
-            head += f" {method + ' SIC':>12s} {'train s':>8s}"
+            head += f" {method + ' SIC':>16s} {'train s':>8s}"
         lines = ["", "## max SIC vs injected signal events (each model retrained)", head]
         for n, row in scan.items():
             summ = row["injection"]
@@ -541,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for method in args.scan_methods:
                 r = row[method]
-                line += f" {_fmt(r.roc['max_sic']):>12s} {r.train_seconds:8.0f}"
+                sic = f"{_fmt(r.roc['max_sic'])} +- {_fmt(r.max_sic_std, '.1f')}"
+                line += f" {sic:>16s} {r.train_seconds:8.0f}"
             lines.append(line)
         emit(lines)
 
@@ -625,6 +667,7 @@ def _write_report(
     def one(r: MethodResult) -> dict[str, Any]:
         return {
             "roc": curve_for_json(r.roc),
+            "max_sic_bootstrap_std": r.max_sic_std,
             "train_seconds": r.train_seconds,
             "score_seconds": r.score_seconds,
             "n_train": r.n_train,

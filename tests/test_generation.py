@@ -182,7 +182,10 @@ def test_rerun_overwrites_and_keeps_other_datasets(tmp_path):
 # --- the shared samples ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sample, run, label, n_files", [("qcd", 1, 0, 2), ("wprime", 2, 1, 1)])
+# run = process digit x 10^6 + seed mod 10^6 (seeds of the shared samples: conftest.py)
+@pytest.mark.parametrize(
+    "sample, run, label, n_files", [("qcd", 1_260_101, 0, 2), ("wprime", 2_260_102, 1, 1)]
+)
 def test_schema_and_event_numbering(sample, run, label, n_files, generated_qcd, generated_wprime):
     directory = {"qcd": generated_qcd, "wprime": generated_wprime}[sample]
     files = _files(directory)
