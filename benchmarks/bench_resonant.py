@@ -19,8 +19,13 @@ The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD 
    ~27 epochs it needs.
 
     nice -n 5 python benchmarks/bench_resonant.py                       # everything, defaults
+    nice -n 5 python benchmarks/bench_resonant.py --threads 1           # on a crowded machine
     python benchmarks/bench_resonant.py --methods iad,cathode --injection-scan '' --no-speed
     python benchmarks/bench_resonant.py --generate --qcd-events 100000 --signal-events 10000
+
+``--threads`` sets torch's and OpenMP's thread counts (default 2, one per core). When other jobs
+already keep the cores busy use 1: spinning OpenMP threads then make 2-thread training ~5-10x
+slower (measured here: the default flow at 27 s/epoch with 2 threads, 3 s/epoch with 1).
 
 The supervised reference is trained on the data background plus the whole labelled injection pool
 (many signal events, as in the literature), not on the injected data. Absolute SIC values depend on

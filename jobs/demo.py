@@ -82,12 +82,19 @@ def cached_sample(
     import importlib.metadata
 
     import adhunt
+    import adhunt.detector
+    import adhunt.generation
+    import adhunt.jets
+    import adhunt.rootio
     from adhunt.config import config_to_dict
     from adhunt.generation import generate_to_root
 
     digest = hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode())
     digest.update(importlib.metadata.version("pythia8mc").encode())
     digest.update(adhunt.__version__.encode())
+    # ... and the generator's own code: a changed detector model or file schema must regenerate.
+    for module in (adhunt.generation, adhunt.detector, adhunt.rootio, adhunt.jets):
+        digest.update(Path(module.__file__).read_bytes())
     key = digest.hexdigest()[:16]
     directory = Path(cache_dir) / f"{config.process}-{key}"
     marker = directory / ".complete"

@@ -221,5 +221,7 @@ def test_configs_round_trip_and_refuse_bad_values() -> None:
     assert config_from_dict(CathodeConfig, config_to_dict(cc)) == cc
     with pytest.raises(ValueError, match="w_init"):
         RAnodeConfig(w_init=1.5)
+    with pytest.raises(ValueError, match="warm_start_epochs"):
+        RAnodeConfig(warm_start_epochs=-1)
     with pytest.raises(ValueError, match="unknown FlowConfig"):
         CathodeConfig(flow={"kind": "maf", "blocks": 3})
