@@ -32,9 +32,12 @@ def default_signal_flow() -> Any:
     """A small spline flow: the signal sample is tiny, a large flow would just fit noise.
 
     Small batches: the SR sample is small and w must move far from its start within few epochs.
+    A modest lr (5e-4): with 2e-3 the first epochs of the mixture fit could leave p_sig worse than
+    p_bg everywhere, w then collapsed below w_init and the fold stalled (2 of 5 folds on the
+    LHCO-like benchmark, 300k events, S/B 1.5%); w has its own, larger lr (RAnodeConfig.w_lr).
     """
     return _flow_config_cls()(
-        kind="rqs", n_blocks=2, hidden=32, batch_size=256, lr=2e-3, epochs=60, patience=8
+        kind="rqs", n_blocks=2, hidden=32, batch_size=256, lr=5e-4, epochs=60, patience=8
     )
 
 
