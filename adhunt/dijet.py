@@ -11,30 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from adhunt.schema import FEATURE_COLUMNS
 from adhunt.substructure import safe_ratio
 
-#: Columns produced by :func:`dijet_features` (the table adds dataset/run/event/truth_label).
-DIJET_COLUMNS = (
-    "mjj",
-    "mj1",
-    "mj2",
-    "delta_mj",
-    "tau1_j1",
-    "tau2_j1",
-    "tau3_j1",
-    "tau1_j2",
-    "tau2_j2",
-    "tau3_j2",
-    "tau21_j1",
-    "tau21_j2",
-    "tau32_j1",
-    "tau32_j2",
-    "pt_j1",
-    "pt_j2",
-    "eta_j1",
-    "eta_j2",
-    "delta_eta",
-)
+#: Columns produced by :func:`dijet_features`: the feature table's columns without the bookkeeping
+#: ones (dataset/run/event before, truth_label after), so the two lists cannot drift apart.
+DIJET_COLUMNS = FEATURE_COLUMNS[3:-1]
 
 
 def invariant_mass(px: np.ndarray, py: np.ndarray, pz: np.ndarray, E: np.ndarray) -> np.ndarray:

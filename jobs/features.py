@@ -133,7 +133,6 @@ def run_features(
     from adhunt.config import config_to_dict
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.processors.features import (
-        CUTFLOW_STEPS,
         DijetFeatureProcessor,
         FeatureConfig,
         FeatureInputError,
@@ -174,17 +173,7 @@ def run_features(
         if result:
             out.update(result)
 
-    skipped = list(bad)
-    for dataset, filename, _start, _stop, reason in out["errors"]:
-        skipped.append({"dataset": dataset, "file": filename, "reason": reason})
-    skipped.extend(_unprocessed(good, entries, out["chunks"], out["errors"]))
-    for message in out["warnings"]:
-        logger.warning(message)
-
-    cutflow = {
-        dataset: {step: int(out["cutflow"].get(dataset, {}).get(step, 0)) for step in CUTFLOW_STEPS}
-        for dataset in files
-    }
+    skipped, cutflow = summarize_run(out, bad, good, entries, files)
     (output_dir / "cutflow.json").write_text(
         json.dumps({"cutflow": cutflow, "skipped": skipped, "warnings": out["warnings"]}, indent=2)
         + "\n"
@@ -202,6 +191,30 @@ def run_features(
         skipped=skipped,
         warnings=list(out["warnings"]),
     )
+
+
+def summarize_run(
+    out: dict[str, Any],
+    bad: list[dict[str, str]],
+    good: dict[str, list[str]],
+    entries: dict[str, int],
+    datasets: Any,
+) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
+    """What a processor run skipped (bad files, failed chunks, entries coffea left out) and its
+    cutflow per dataset (every step, zeros included); logs the chunks' warnings."""
+    from adhunt.processors.features import CUTFLOW_STEPS
+
+    skipped = list(bad)
+    for dataset, filename, _start, _stop, reason in out["errors"]:
+        skipped.append({"dataset": dataset, "file": filename, "reason": reason})
+    skipped.extend(_unprocessed(good, entries, out["chunks"], out["errors"]))
+    for message in out["warnings"]:
+        logger.warning(message)
+    cutflow = {
+        d: {step: int(out["cutflow"].get(d, {}).get(step, 0)) for step in CUTFLOW_STEPS}
+        for d in datasets
+    }
+    return skipped, cutflow
 
 
 def _describe(err: BaseException) -> str:

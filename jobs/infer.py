@@ -260,9 +260,8 @@ def run_infer(
         validate_mjj_edges,
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
-    from adhunt.jobs.features import _unprocessed, check_inputs, load_fileset
+    from adhunt.jobs.features import check_inputs, load_fileset, summarize_run
     from adhunt.processors.features import (
-        CUTFLOW_STEPS,
         FeatureConfig,
         FeatureInputError,
         QuietPFNanoAODSchema,
@@ -352,17 +351,7 @@ def run_infer(
                 raise _specific(err) from err
         out = accumulate([out, result])
 
-    skipped = list(bad)
-    for dataset, filename, _start, _stop, reason in out["errors"]:
-        skipped.append({"dataset": dataset, "file": filename, "reason": reason})
-    skipped.extend(_unprocessed(good, entries, out["chunks"], out["errors"]))
-    for message in out["warnings"]:
-        logger.warning(message)
-
-    cutflow = {
-        d: {step: int(out["cutflow"].get(d, {}).get(step, 0)) for step in CUTFLOW_STEPS}
-        for d in datasets
-    }
+    skipped, cutflow = summarize_run(out, bad, good, entries, datasets)
     scored = {d: int(out["scored"].get(d, 0)) for d in datasets}
     h = out["hist"]
     _check_counts(h, cutflow, scored, list(loaded))
