@@ -205,8 +205,12 @@ def test_bad_input_errors(data, match):
 
 
 def test_bad_config_and_range():
-    with pytest.raises(ValueError, match="n_params must be 3 or 4"):
-        FitConfig(n_params=5)
+    with pytest.raises(ValueError, match="n_params must be one of"):
+        FitConfig(n_params=6)
+    with pytest.raises(ValueError, match="n_params must be one of"):
+        FitConfig(n_params=5, family="ua2")
+    with pytest.raises(ValueError, match="family must be one of"):
+        FitConfig(family="expo")
     edges = np.linspace(10_000.0, 14_000.0, 41)
     with pytest.raises(FitError, match="must lie in"):
         fit_dijet((edges, np.full(40, 100.0)))
