@@ -4,14 +4,25 @@ cost function, and pseudo-experiment pulls."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import hist
 import numpy as np
 import pytest
-from scipy import integrate
+from scipy import integrate, special
 
-from adhunt.fitting import FitConfig, FitError, dijet_function, fit_dijet
+from adhunt.fitting import (
+    BackgroundConfig,
+    FitConfig,
+    FitError,
+    dijet_function,
+    fit_background,
+    fit_dijet,
+    fit_start_above_turn_on,
+)
+from adhunt.histograms import DEFAULT_MJJ_EDGES
+from adhunt.significance import local_significance
 
 EDGES = np.arange(2000.0, 6001.0, 100.0)
 TRUE4 = (1.0, 10.0, 6.0, 0.2)  # p0 rescaled below
@@ -217,3 +228,268 @@ def test_bad_config_and_range():
     h2 = hist.Hist(hist.axis.Regular(4, 0, 1), hist.axis.Regular(4, 0, 1))
     with pytest.raises(ValueError, match="1D histogram"):
         fit_dijet(h2)
+
+
+# --------------------------------------------------------------------------------------------------
+# 5-parameter dijet function, UA2 family, F-test background model, fit start above the turn-on
+
+WIDE_EDGES = np.arange(1500.0, 8001.0, 100.0)
+TRUE5 = (
+    1.0,
+    10.0,
+    5.0,
+    0.2,
+    -0.6,
+)  # p4 = -0.6: the 4-parameter Asimov deviance is ~26 at 1e6 events
+
+
+def integrals(function, params, edges, total):
+    """Per-bin adaptive-quadrature integrals normalised to ``total``; (counts, ln p0 normalised)."""
+    raw = np.array(
+        [
+            integrate.quad(lambda m: function(m, params), a, b, epsrel=1e-10)[0]
+            for a, b in itertools.pairwise(edges)
+        ]
+    )
+    scale = total / raw.sum()
+    return raw * scale, math.log(params[0] * scale)
+
+
+@pytest.mark.parametrize(
+    ("family", "n_params"), [("dijet", 3), ("dijet", 4), ("dijet", 5), ("ua2", 3), ("ua2", 4)]
+)
+def test_internal_basis_maps_to_standard_parameters(family, n_params):
+    """phi @ theta (internal basis) equals ln f evaluated directly with to_standard(theta)."""
+    from adhunt.fitting import _Model, ua2_function
+
+    edges = np.arange(2000.0, 7001.0, 250.0)
+    model = _Model(edges, 13000.0, n_params, math.log(0.31), 5, family, x_scale=0.47)
+    rng = np.random.default_rng(n_params)
+    fn = dijet_function if family == "dijet" else ua2_function
+    mjj = (
+        0.5 * (edges[:-1] + edges[1:])[:, None]
+        + 0.5 * np.diff(edges)[:, None] * (np.polynomial.legendre.leggauss(5)[0][None, :])
+    )
+    for _ in range(3):
+        theta = rng.normal(0.0, 2.0, n_params)
+        std = model.to_standard() @ theta
+        direct = np.log(fn(mjj, np.r_[1.0, std[1:]])) + std[0]
+        np.testing.assert_allclose(model.phi @ theta, direct, rtol=1e-9, atol=1e-9)
+
+
+def test_five_parameter_fit_recovers_truth():
+    mu, lp0 = integrals(dijet_function, TRUE5, WIDE_EDGES, 1e6)
+    truth = np.array([lp0, *TRUE5[1:]])
+    asimov = fit_dijet((WIDE_EDGES, mu), FitConfig(n_params=5))
+    assert asimov.valid and asimov.params.shape == (5,)
+    assert np.all(np.abs(asimov.params - truth) < 1e-3 * asimov.errors)
+    rng = np.random.default_rng(17)
+    pulls = []
+    for _ in range(20):
+        fit = fit_dijet((WIDE_EDGES, rng.poisson(mu).astype(float)), FitConfig(n_params=5))
+        assert fit.valid
+        pulls.append((fit.params - truth) / fit.errors)
+    pulls = np.array(pulls)
+    assert np.all(np.abs(pulls.mean(axis=0)) < 0.6), pulls.mean(axis=0)
+    assert np.all((pulls.std(axis=0) > 0.6) & (pulls.std(axis=0) < 1.5)), pulls.std(axis=0)
+    # The density the fit reports is the standard formula with the fitted parameters.
+    np.testing.assert_allclose(
+        asimov.function(3000.0), dijet_function(3000.0, np.r_[math.exp(lp0), TRUE5[1:]]), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("params", [(1.0, 5.0, 8.0, 2.0), (1.0, 4.0, 9.0)])
+def test_ua2_family_recovers_its_parameters(params):
+    from adhunt.fitting import ua2_function
+
+    edges = np.array(DEFAULT_MJJ_EDGES)
+    edges = edges[edges >= 2900.0]
+    mu, lp0 = integrals(ua2_function, params, edges, 4e5)
+    fit = fit_dijet((edges, mu), FitConfig(n_params=len(params), family="ua2"))
+    assert fit.valid and fit.family == "ua2" and fit.deviance < 1e-6
+    truth = np.array([lp0, *params[1:]])
+    assert np.all(np.abs(fit.params - truth) < 1e-3 * fit.errors), (fit.params - truth) / fit.errors
+    np.testing.assert_allclose(fit.expected(), mu, rtol=1e-6)
+
+
+def test_f_test_picks_five_parameters_when_p4_matters():
+    mu, _ = integrals(dijet_function, TRUE5, WIDE_EDGES, 1e6)
+    rng = np.random.default_rng(5)
+    for _ in range(8):
+        bf = fit_background((WIDE_EDGES, rng.poisson(mu).astype(float)))
+        assert bf.n_params == 5, bf.summary()["f_test"]
+        assert [s.n_params for s in bf.ladder] == [3, 4, 5]
+        assert [s.chosen for s in bf.ladder] == [False, False, True]
+        assert bf.ladder[2].f_p_value < 0.05 and bf.ladder[1].f_p_value < 0.05
+        assert bf.status == "ok" and bf.good
+
+
+def test_f_test_false_upgrade_rate_on_three_parameter_truth():
+    mu, _ = integrals(dijet_function, TRUE3, WIDE_EDGES, 1e6)
+    rng = np.random.default_rng(8)
+    chosen, f_p = [], []
+    for _ in range(50):
+        bf = fit_background((WIDE_EDGES, rng.poisson(mu).astype(float)))
+        chosen.append(bf.n_params)
+        f_p.append(bf.ladder[1].f_p_value)
+        # The F statistic is recomputed independently from the recorded deviances.
+        d3, d4 = bf.ladder[0].deviance, bf.ladder[1].deviance
+        f = (d3 - d4) / (d4 / (WIDE_EDGES.size - 1 - 4))
+        assert bf.ladder[1].f_statistic == pytest.approx(max(f, 0.0), rel=1e-9, abs=1e-9)
+    chosen = np.array(chosen)
+    # alpha = 0.05: 2.5 upgrades expected; P(>= 9 of 50) ~ 1e-3.
+    assert np.sum(chosen > 3) <= 8, np.bincount(chosen)
+    # Under the 3-parameter truth the F-test p-values are roughly uniform (not all near 1 or 0).
+    assert 0.25 < np.median(f_p) < 0.75
+
+
+def test_background_envelope_matches_independent_alternative_fits():
+    """sigma_spurious = max |B_alt - B_nominal| over the alternatives that fit, computed here from
+    independent fit_dijet calls; poor alternatives are left out; a poor nominal is 'fit_failed'."""
+    edges = np.array(DEFAULT_MJJ_EDGES)
+    edges = edges[edges >= 2900.0]
+    mu, _ = integrals(dijet_function, TRUE4, edges, 4e5)
+    n = np.random.default_rng(4).poisson(mu).astype(float)
+    window = (3500.0, 3900.0)
+    sr = (edges[:-1] >= window[0]) & (edges[1:] <= window[1])
+    bf = fit_background((edges, n), exclude=window)
+    assert bf.status == "ok" and bf.reason == ""
+    k = bf.n_params
+    nominal = fit_dijet((edges, n), FitConfig(n_params=k), exclude=window)
+    others = [fit_dijet((edges, n), FitConfig(n_params=k + 1), exclude=window)] if k < 5 else []
+    others.append(
+        fit_dijet((edges, n), FitConfig(n_params=min(k, 4), family="ua2"), exclude=window)
+    )
+    b, sigma_fit, sigma_spur = bf.expected_sum(sr)
+    b_ref, sigma_ref = nominal.expected_sum(sr)
+    assert b == pytest.approx(b_ref, rel=1e-6) and sigma_fit == pytest.approx(sigma_ref, rel=1e-4)
+    spread = [abs(o.expected()[sr].sum() - b_ref) for o in others if o.p_value >= 0.01]
+    assert spread and sigma_spur == pytest.approx(max(spread), rel=1e-4, abs=1e-3)
+    assert bf.sigma_total(sr) == pytest.approx(math.hypot(sigma_fit, sigma_spur))
+    summary = bf.summary()
+    json.dumps(summary)
+    assert summary["n_params"] == k and len(summary["alternatives"]) == len(others)
+    assert summary["masked"]["sigma_spurious"] == pytest.approx(sigma_spur)
+    # Without the spurious-signal term, or when no alternative passes the quality cut: zero.
+    off = fit_background((edges, n), BackgroundConfig(spurious_signal=False), exclude=window)
+    assert off.expected_sum(sr)[2] == 0.0
+    strict = fit_background((edges, n), BackgroundConfig(min_fit_p_value=0.9999), exclude=window)
+    assert strict.expected_sum(sr)[2] == 0.0
+    assert strict.status == "fit_failed" and "p-value" in strict.reason and not strict.good
+    # Starting from the observed fit lands on the same minimum.
+    again = fit_background((edges, n), exclude=window, start=bf)
+    assert again.n_params == k
+    assert np.all(np.abs(again.nominal.params - bf.nominal.params) < 1e-3 * bf.nominal.errors)
+
+
+def test_poor_sideband_fit_is_fit_failed_not_an_excess():
+    """A spectrum no candidate describes (a 5% wiggle at 1e6 events) is reported as fit_failed."""
+    mu, _ = integrals(dijet_function, TRUE4, EDGES, 1e6)
+    centres = 0.5 * (EDGES[:-1] + EDGES[1:])
+    n = np.random.default_rng(9).poisson(mu * (1 + 0.05 * np.sin(centres / 250.0))).astype(float)
+    bf = fit_background((EDGES, n), exclude=(3300.0, 3700.0))
+    assert bf.valid and not bf.good and bf.status == "fit_failed"
+    assert "p-value" in bf.reason and "chi2/ndf" in bf.reason
+    assert bf.nominal.p_value < 0.01
+
+
+def _toy_windows(edges, width=400.0, step=200.0):
+    lo = edges[0] + 100.0
+    return [(a, a + width) for a in np.arange(lo, 6000.0 - width + 1, step)]
+
+
+@pytest.mark.parametrize("truth", [TRUE4, (1.0, 10.0, 5.0, 0.2, -0.1)], ids=["4par", "5par"])
+def test_window_pulls_and_local_z_are_calibrated(truth):
+    """Background-only toys at 400k events over 2.9-8 TeV: pulls with the fit and function-choice
+    uncertainties are unit-width, and the largest local Z over the windows stays below 3."""
+    edges = np.array(DEFAULT_MJJ_EDGES)
+    edges = edges[edges >= 2900.0]
+    mu, _ = integrals(dijet_function, truth, edges, 4e5)
+    observed = fit_background((edges, mu))
+    lo, hi = edges[:-1], edges[1:]
+    rng = np.random.default_rng(12)
+    pulls, max_z, failed = [], [], 0
+    for _ in range(30):
+        n = rng.poisson(mu).astype(float)
+        zs = []
+        for w in _toy_windows(edges):
+            sr = (lo >= w[0]) & (hi <= w[1])
+            bf = fit_background((edges, n), exclude=w, start=observed)
+            if bf.status != "ok":
+                failed += 1
+                continue
+            b, sigma_fit, sigma_spur = bf.expected_sum(sr)
+            sigma = math.hypot(sigma_fit, sigma_spur)
+            pulls.append((n[sr].sum() - b) / math.sqrt(b + sigma**2))
+            zs.append(local_significance(n[sr].sum(), b, sigma).z)
+        max_z.append(max(zs))
+    pulls = np.array(pulls)
+    assert failed <= 0.03 * 30 * len(_toy_windows(edges)) + 1
+    assert abs(pulls.mean()) < 0.15, pulls.mean()
+    assert 0.8 < pulls.std() <= 1.1, pulls.std()
+    assert np.mean(np.array(max_z) < 3.0) >= 0.9, np.sort(max_z)
+
+
+TURN_ON_TRUTH = (1.0, 10.0, 6.0, 0.2)
+
+
+@pytest.mark.parametrize("midpoint", [2200.0, 2500.0, 2800.0])
+@pytest.mark.parametrize("width", [50.0, 100.0, 150.0])
+def test_fit_start_above_turn_on(midpoint, width):
+    """The start lies past where an erf turn-on distorts the spectrum by > 1%, and the background
+    fit from there describes a 400k-event spectrum (Asimov deviance tiny; it is not from the peak)."""
+    edges = np.array(DEFAULT_MJJ_EDGES)
+
+    def eff(m):
+        return 0.5 * (1.0 + special.erf((m - midpoint) / (math.sqrt(2.0) * width)))
+
+    def turned_on(m, p):
+        return dijet_function(m, p) * eff(m)
+
+    mu, _ = integrals(turned_on, TURN_ON_TRUTH, edges, 4e5)
+    # Per-bin efficiency (ratio of the bin integrals with and without the turn-on).
+    bin_eff = np.array(
+        [
+            integrate.quad(lambda m: turned_on(m, TURN_ON_TRUTH), a, b)[0]
+            / integrate.quad(lambda m: dijet_function(m, TURN_ON_TRUTH), a, b)[0]
+            for a, b in itertools.pairwise(edges)
+        ]
+    )
+    distortion = 1.0 - bin_eff
+    start = fit_start_above_turn_on(edges, mu)
+    assert start in edges
+    assert np.all(distortion[edges[:-1] >= start] < 0.01)
+    assert start <= midpoint + 4 * width + 300.0  # does not throw away the spectrum either
+    asimov = fit_background((edges, mu), fit_range=(start, edges[-1]))
+    assert asimov.good and asimov.nominal.deviance < 2.0, asimov.summary()["f_test"]
+    peak = edges[int(np.argmax(mu / np.diff(edges)))]
+    from_peak = fit_background((edges, mu), fit_range=(peak, edges[-1]))
+    assert from_peak.nominal.deviance > 5.0 * max(asimov.nominal.deviance, 0.1)
+    toy = np.random.default_rng(int(midpoint + width)).poisson(mu).astype(float)
+    assert fit_background((edges, toy), fit_range=(start, edges[-1])).p_value > 0.01
+
+
+def test_fit_start_above_turn_on_errors():
+    edges = np.arange(2000.0, 4001.0, 100.0)
+    with pytest.raises(ValueError, match="empty"):
+        fit_start_above_turn_on(edges, np.zeros(20))
+    with pytest.raises(ValueError, match="too few"):
+        fit_start_above_turn_on(edges[:6], np.ones(5))
+    with pytest.raises(ValueError, match="never falls"):
+        fit_start_above_turn_on(edges, np.arange(1.0, 21.0))
+    with pytest.raises(ValueError, match="too short past its peak"):
+        fit_start_above_turn_on(edges, np.r_[np.ones(14), 100.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_background_config_validation():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        BackgroundConfig(n_params=(4, 3))
+    with pytest.raises(ValueError, match="subset"):
+        BackgroundConfig(n_params=(3, 6))
+    with pytest.raises(ValueError, match="alternative family"):
+        BackgroundConfig(alternatives=("dijet",))
+    with pytest.raises(ValueError, match="f_test_alpha"):
+        BackgroundConfig(f_test_alpha=0.0)
+    with pytest.raises(ValueError, match="quadrature_points"):
+        BackgroundConfig(quadrature_points=0)
+    assert BackgroundConfig(n_params=[3, 4]).n_params == (3, 4)
