@@ -1,14 +1,32 @@
-"""Sliding-window bump hunt over mjj spectra, one spectrum per anomaly-score cut.
+"""The sliding-window bump hunt in mjj: windows, anomaly cuts, background fits, local and global Z.
 
-For every signal-region window the sidebands (all fitted bins outside the window) are fit with the
-dijet function, the fit is extrapolated into the window with its uncertainty, and the excess is
-turned into a local significance (:mod:`adhunt.significance`). The global significance comes from
-background-only pseudo-experiments drawn from the fit of the full spectrum and scanned with exactly
-the same code. :func:`check_sculpting` applies the same machinery to signal-free data to show that
-a score cut leaves a smooth, well-fit spectrum with calibrated p-values.
+One library call runs a whole search on a table of events (a notebook needs three lines)::
 
-Trials across cuts are *not* included in the per-cut global significance: spectra of nested cuts
-share events, so their toys cannot be drawn independently.
+    from adhunt.bumphunt import ScanConfig, scan
+    from adhunt.models import window_scorer
+    result = scan(df["mjj"], window_scorer(df, ScanConfig()), ScanConfig())
+
+``score_window(low, high)`` is any callable that returns one anomaly score per event, trained for
+the window ``[low, high)`` and k-fold honest (no event scored by a model that saw it); the core
+never imports a model. Per window, cuts keep a fixed fraction of the window's signal-region (SR)
+events (10%, 1%, 0.1%: the CWoLa-hunting convention) and are applied at every mjj; the post-cut
+spectrum is fit with the window masked by the background model of :func:`adhunt.fitting.
+fit_background` (fit range starting above the trigger turn-on, number of parameters chosen by a
+Fisher F-test, function-choice uncertainty); a window whose sideband fit is poor is reported as
+``fit_failed``, never as an excess. The excess becomes a local significance with the fit and
+function-choice uncertainties (:mod:`adhunt.significance`).
+
+Global significance: the uncut spectrum is common to all windows, so its pseudo-experiments are
+exact (one toy spectrum drawn from the full-spectrum fit and scanned over every window with the
+same code). After a cut every window has its own spectrum (its own model): each window's toys are
+drawn independently from its own sideband fit and the maximum over windows is taken per toy.
+Neighbouring windows share most events, so independent draws over-count the trials and the global
+Z is conservative. Toys drawn from a fit cannot see a cut that sculpts the background: that is
+what the scan-safe methods, the ``fit_failed`` rule and :func:`check_sculpting` on signal-free data
+are for. Trials across cuts are not included.
+
+Windows, fits and toys are independent tasks; ``mapper(fn, items)`` (default: in order, in this
+process) lets the caller spread them over processes or a Dask cluster with identical results.
 """
 
 from __future__ import annotations
@@ -16,8 +34,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,77 +45,289 @@ import numpy as np
 from scipy import stats
 
 from adhunt.config import config_to_dict
-from adhunt.fitting import SQRT_S_GEV, FitConfig, FitError, FitResult, as_histogram, fit_dijet
+from adhunt.fitting import (
+    SQRT_S_GEV,
+    BackgroundConfig,
+    BackgroundFit,
+    FitError,
+    as_histogram,
+    fit_background,
+    fit_start_above_turn_on,
+)
+from adhunt.histograms import DEFAULT_MJJ_EDGES
+from adhunt.schema import SCAN_FEATURES
 from adhunt.significance import GlobalSignificance, global_significance, local_significance
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "NO_CUT",
+    "CutSpectrum",
+    "CutSummary",
+    "ScanConfig",
+    "ScanResult",
+    "SculptingConfig",
+    "SculptingReport",
+    "SpectrumScan",
+    "Window",
+    "WindowResult",
+    "WindowScan",
+    "bump_hunt",
+    "check_sculpting",
+    "cut_label",
+    "cut_spectra",
+    "evaluate_window",
+    "mjj_counts",
+    "plan_windows",
+    "resolve_fit_range",
+    "scan",
+    "sr_threshold",
+    "write_json",
+]
+
+#: Label of the spectrum before any anomaly cut.
+NO_CUT = "no_cut"
 _TOL = 1e-6  # GeV, for comparing window and bin edges
+
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]]
+
+
+def cut_label(efficiency: float) -> str:
+    """The one name of the cut keeping ``efficiency`` of the SR events (``eff_0.01``)."""
+    return f"eff_{efficiency:g}"
+
+
+def sr_threshold(scores_sr: np.ndarray, efficiency: float) -> float:
+    """The one score threshold rule: keep ``score >= t`` for ``efficiency`` of the SR events.
+
+    ``t`` is the k-th highest SR score with k = max(1, round(efficiency * n_SR)); with ties more
+    events pass, which is why the efficiency reached is reported next to the requested one.
+    """
+    s = np.sort(np.asarray(scores_sr, dtype=np.float64))[::-1]
+    if s.size == 0:
+        raise ValueError("no signal-region events to set a score threshold on")
+    k = min(s.size, max(1, round(efficiency * s.size)))
+    return float(s[k - 1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _pair(value: Any, name: str) -> tuple[float, float] | None:
+    """``"LO:HI"`` or a 2-sequence -> (lo, hi) with finite lo < hi; None stays None."""
+    if value is None:
+        return None
+    parts = value.split(":") if isinstance(value, str) else list(value)
+    if len(parts) != 2:
+        raise ValueError(f"ScanConfig.{name}: expected LOW:HIGH (GeV), got {value!r}")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"ScanConfig.{name}: LOW and HIGH must be numbers, got {value!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"ScanConfig.{name}: need finite LOW < HIGH, got {value!r}")
+    return lo, hi
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+    else:
+        items = tuple(str(v) for v in value)
+    return items or None
 
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Bump-hunt settings (GeV). Echoed into every report.
+    """Everything that defines a scan, loadable from YAML/TOML and echoed into ``scan.json``.
 
-    ``windows`` lists explicit signal regions; empty means sliding windows of ``window_width`` in
-    steps of ``window_step`` over the histogram range. Window edges snap to the nearest bin edges.
-    ``fit_range`` limits the bins used by every fit (None: the whole histogram);
-    ``sideband_width`` additionally limits each window's fit to that many GeV on either side of
-    the window (None: all bins of the fit range). A window needs ``min_sideband_bins`` fitted bins
-    on *both* sides, otherwise the fit would extrapolate rather than interpolate and it is skipped.
+    Method (trained per window by the caller's scorer): ``method``, ``features`` (default: the
+    standard features with jet masses divided by mjj, see :data:`adhunt.schema.SCAN_FEATURES`),
+    ``method_config`` (path or mapping), ``backend``, ``folds``, ``seed``. ``sideband_width``:
+    the training sidebands, ``"window"`` (default: adjacent sidebands as wide as the window, as in
+    CWoLa hunting), ``"all"`` (every event outside the window) or a width in GeV.
+    ``max_sideband_ratio`` subsamples the training sidebands to at most that many times the SR
+    events (None: all). ``n_ensemble`` overrides the classifier ensemble size of the method.
+
+    Windows: explicit ``windows`` or sliding ones of ``window_width`` in steps of ``window_step``
+    over ``scan_range`` (None: the fit range), all snapped to the mjj bin edges ``edges``; windows
+    with fewer than ``min_sr_events`` SR events or fewer than ``min_sideband_bins`` fitted bins on
+    either side are skipped with their reason.
+
+    Background model: ``fit_range`` (None: from the first bins above the trigger turn-on, found
+    in the uncut spectrum, to the last edge), candidate numbers of dijet-function parameters
+    ``fit_n_params`` chosen by an F-test at ``f_test_alpha``, alternative ``fit_alternatives``
+    for the function-choice (spurious-signal) uncertainty, windows whose sideband fit has a
+    p-value below ``min_fit_p_value`` reported as ``fit_failed``. ``n_toys`` pseudo-experiments
+    per cut for the global significance.
     """
 
+    # method
+    method: str = "cwola"
+    features: tuple[str, ...] = SCAN_FEATURES
+    method_config: str | dict[str, Any] | None = None
+    backend: str | None = None
+    n_ensemble: int | None = None
+    folds: int = 5
+    seed: int = 0
+    sideband_width: float | str = "window"
+    max_sideband_ratio: float | None = None
+    # windows
     window_width: float = 400.0
     window_step: float = 100.0
     windows: tuple[tuple[float, float], ...] = ()
-    fit_range: tuple[float, float] | None = None
-    sideband_width: float | None = None
+    scan_range: tuple[float, float] | None = None
+    min_sr_events: int = 100
     min_sideband_bins: int = 2
-    n_params: int = 4
+    edges: tuple[float, ...] = DEFAULT_MJJ_EDGES
+    # cuts
+    efficiencies: tuple[float, ...] = (0.1, 0.01, 0.001)
+    # background model
+    fit_range: tuple[float, float] | None = None
+    fit_n_params: tuple[int, ...] = (3, 4, 5)
+    f_test_alpha: float = 0.05
+    fit_alternatives: tuple[str, ...] = ("ua2",)
+    spurious_signal: bool = True
+    min_fit_p_value: float = 0.01
+    min_fit_events: float = 50.0
     sqrt_s: float = SQRT_S_GEV
-    min_events: float = 50.0
-    include_fit_uncertainty: bool = True
-    n_toys: int = 100
-    seed: int = 20_260_401
     quadrature_points: int = 4
+    # global significance
+    n_toys: int = 100
+    # inputs and outputs of the scan job
+    datasets: tuple[str, ...] | None = None
+    inject: int | None = None
+    signal_dir: str | None = None
+    signal_datasets: tuple[str, ...] | None = None
+    reference_dir: str | None = None
+    reference_datasets: tuple[str, ...] | None = None
+    save_models: bool = False
+    plots: bool = True
 
     def __post_init__(self) -> None:
-        # Normalise YAML/JSON lists to tuples so that loaded configs compare and hash equal.
-        object.__setattr__(self, "windows", tuple(tuple(float(v) for v in w) for w in self.windows))
-        if self.fit_range is not None:
-            object.__setattr__(self, "fit_range", tuple(float(v) for v in self.fit_range))
-        if not self.window_width > 0 or not self.window_step > 0:
-            raise ValueError(
-                f"ScanConfig: window_width and window_step must be > 0, got {self.window_width}, {self.window_step}"
-            )
-        for w in self.windows:
-            if len(w) != 2 or not w[0] < w[1]:
-                raise ValueError(
-                    f"ScanConfig.windows: each window must be (low, high) with low < high, got {w}"
-                )
-        if self.fit_range is not None and not self.fit_range[0] < self.fit_range[1]:
-            raise ValueError(
-                f"ScanConfig.fit_range must be (low, high) with low < high, got {self.fit_range}"
-            )
-        if self.sideband_width is not None and not self.sideband_width > 0:
-            raise ValueError(
-                f"ScanConfig.sideband_width must be > 0 or None, got {self.sideband_width}"
-            )
-        if self.min_sideband_bins < 1:
-            raise ValueError(
-                f"ScanConfig.min_sideband_bins must be >= 1, got {self.min_sideband_bins}"
-            )
-        if self.n_toys < 0:
-            raise ValueError(f"ScanConfig.n_toys must be >= 0, got {self.n_toys}")
-        self.fit_config()  # validates n_params, sqrt_s, quadrature_points
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
 
-    def fit_config(self) -> FitConfig:
-        return FitConfig(
-            n_params=self.n_params,
+        feats = _names(self.features)
+        if not feats:
+            raise ValueError("ScanConfig.features: give at least one input feature")
+        put("features", feats)
+        for name in ("datasets", "signal_datasets", "reference_datasets"):
+            put(name, _names(getattr(self, name)))
+        put("fit_alternatives", _names(self.fit_alternatives) or ())
+        for name in ("window_width", "window_step", "min_fit_events", "sqrt_s"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ScanConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            put(name, value)
+        put("scan_range", _pair(self.scan_range, "scan_range"))
+        put("fit_range", _pair(self.fit_range, "fit_range"))
+        windows = self.windows
+        if isinstance(windows, str):
+            windows = [w for w in windows.split(",") if w.strip()]
+        put("windows", tuple(_pair(w, "windows") for w in windows or ()))
+        edges = np.asarray(self.edges, dtype=float)
+        if edges.ndim != 1 or edges.size < 2 or np.any(~np.isfinite(edges)):
+            raise ValueError("ScanConfig.edges must list at least two finite bin edges")
+        if np.any(np.diff(edges) <= 0):
+            raise ValueError("ScanConfig.edges must increase strictly")
+        put("edges", tuple(float(e) for e in edges))
+        sbw = self.sideband_width
+        if isinstance(sbw, str) and sbw not in ("window", "all"):
+            try:
+                sbw = float(sbw)
+            except ValueError:
+                raise ValueError(
+                    f"ScanConfig.sideband_width must be 'window', 'all' or GeV, got {sbw!r}"
+                ) from None
+        if not isinstance(sbw, str):
+            sbw = float(sbw)
+            if not (math.isfinite(sbw) and sbw > 0):
+                raise ValueError(f"ScanConfig.sideband_width must be > 0, got {sbw!r}")
+        put("sideband_width", sbw)
+        if self.max_sideband_ratio is not None:
+            ratio = float(self.max_sideband_ratio)
+            if not (math.isfinite(ratio) and ratio > 0):
+                raise ValueError(
+                    f"ScanConfig.max_sideband_ratio must be > 0 or None, got {ratio!r}"
+                )
+            put("max_sideband_ratio", ratio)
+        effs = self.efficiencies
+        if isinstance(effs, str):
+            effs = [e for e in effs.split(",") if e.strip()]
+        try:
+            effs = tuple(float(e) for e in (effs if isinstance(effs, Sequence) else [effs]))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"ScanConfig.efficiencies must be numbers, got {self.efficiencies!r}"
+            ) from None
+        if not effs:
+            raise ValueError("ScanConfig.efficiencies: give at least one efficiency")
+        bad = [e for e in effs if not (0.0 < e <= 1.0)]
+        if bad:
+            raise ValueError(f"ScanConfig.efficiencies must lie in (0, 1], got {bad}")
+        if len({cut_label(e) for e in effs}) != len(effs):
+            raise ValueError(f"ScanConfig.efficiencies has duplicates: {effs}")
+        put("efficiencies", effs)
+        integers = (
+            ("folds", 2), ("min_sr_events", 1), ("n_toys", 0), ("seed", 0),
+            ("min_sideband_bins", 1), ("quadrature_points", 1),
+        )  # fmt: skip
+        for name, low in integers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"ScanConfig.{name} must be an integer >= {low}, got {value!r}")
+            put(name, int(value))
+        for name in ("n_ensemble", "inject"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or int(value) != value or value < 0:
+                    raise ValueError(f"ScanConfig.{name} must be an integer >= 0, got {value!r}")
+                put(name, int(value))
+        if self.n_ensemble == 0:
+            raise ValueError("ScanConfig.n_ensemble must be >= 1")
+        if (self.inject is None) != (self.signal_dir is None):
+            raise ValueError("ScanConfig: inject (N) and signal_dir go together")
+        for name in ("signal_dir", "reference_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                put(name, str(value))
+        if self.backend is not None and self.backend not in ("hgb", "mlp"):
+            raise ValueError(f"ScanConfig.backend must be hgb, mlp or None, got {self.backend!r}")
+        if self.method_config is not None and not isinstance(self.method_config, str | dict):
+            put("method_config", str(self.method_config))
+        put("fit_n_params", tuple(int(n) for n in self.fit_n_params))
+        self.background_config()  # validates the fit settings with the fitter's own messages
+
+    def background_config(self) -> BackgroundConfig:
+        return BackgroundConfig(
+            n_params=self.fit_n_params,
+            f_test_alpha=self.f_test_alpha,
+            alternatives=self.fit_alternatives,
+            spurious_signal=self.spurious_signal,
+            min_fit_p_value=self.min_fit_p_value,
             sqrt_s=self.sqrt_s,
             quadrature_points=self.quadrature_points,
-            min_events=self.min_events,
+            min_events=self.min_fit_events,
         )
+
+    def sideband_gev(self, window: tuple[float, float]) -> float | None:
+        """Training sideband width for ``window`` in GeV (None: all events outside)."""
+        if self.sideband_width == "all":
+            return None
+        if self.sideband_width == "window":
+            return float(window[1] - window[0])
+        return float(self.sideband_width)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Spectrum labels in report order: the uncut one, then one per efficiency."""
+        return (NO_CUT, *(cut_label(e) for e in self.efficiencies))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,90 +336,159 @@ class ScanConfig:
 
 @dataclass(frozen=True, eq=False)
 class Window:
-    """A signal region snapped to bin edges, the bins it covers and the bins its fit uses."""
+    """A signal region snapped to bin edges, its bins, its fitted sideband bins and, when it
+    cannot be scanned, the reason."""
 
     low: float
     high: float
     sr_bins: np.ndarray = field(repr=False)
     fit_bins: np.ndarray = field(repr=False)
     skip_reason: str | None = None
+    n_sr: int | None = None
 
     @property
     def centre(self) -> float:
         return 0.5 * (self.low + self.high)
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (self.low, self.high)
 
-def make_windows(edges: np.ndarray, config: ScanConfig) -> list[Window]:
-    """Signal-region windows for a histogram with ``edges`` (skipped ones carry a reason)."""
+    def to_dict(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "n_sr": self.n_sr, "reason": self.skip_reason}
+
+
+def _snap_range(edges: np.ndarray, lo: float, hi: float, what: str) -> tuple[int, int]:
+    """Indices (i, j) of the edges inside [lo, hi]: the largest edge span the range contains."""
+    i = int(np.searchsorted(edges, lo - _TOL))
+    j = int(np.searchsorted(edges, hi + _TOL)) - 1
+    if i >= edges.size or j < 0 or j <= i:
+        raise ValueError(
+            f"{what} [{lo:g}, {hi:g}] GeV contains less than one bin of the mjj binning "
+            f"[{edges[0]:g}, {edges[-1]:g}] GeV"
+        )
+    return i, j
+
+
+def plan_windows(
+    edges: Any,
+    fit_range: tuple[float, float],
+    config: ScanConfig,
+    mjj: np.ndarray | None = None,
+) -> list[Window]:
+    """Every candidate window, snapped to ``edges``; unusable ones carry ``skip_reason``.
+
+    Never raises for a window at the edge of the binning or the fit range: such a window is
+    planned when it fits, or skipped with the reason. Raises ``ValueError`` only when the fit range
+    or scan range holds no bin at all, or no window of the requested width fits.
+    """
     edges = np.asarray(edges, dtype=float)
-    h_lo, h_hi = float(edges[0]), float(edges[-1])
+    fi, fj = _snap_range(edges, *fit_range, "fit range")
+    lo_e = edges[:-1]
+    in_fit = np.zeros(lo_e.size, dtype=bool)
+    in_fit[fi:fj] = True
     if config.windows:
-        raw = [(float(a), float(b)) for a, b in config.windows]
-        for a, b in raw:
-            if a < h_lo - _TOL or b > h_hi + _TOL:
-                raise ValueError(
-                    f"window [{a:g}, {b:g}] GeV lies outside the histogram range [{h_lo:g}, {h_hi:g}] GeV"
-                )
+        raw = list(config.windows)
     else:
-        n = math.floor((h_hi - h_lo - config.window_width) / config.window_step + 1e-9) + 1
-        if n < 1:
+        lo, hi = config.scan_range or (edges[fi], edges[fj])
+        lo, hi = max(lo, edges[fi]), min(hi, edges[fj])
+        if not hi - lo >= config.window_width - _TOL:
             raise ValueError(
-                f"window width {config.window_width:g} GeV exceeds the histogram range [{h_lo:g}, {h_hi:g}] GeV"
+                f"no {config.window_width:g} GeV window fits into the scan range [{lo:g}, {hi:g}] "
+                f"GeV (requested {config.scan_range}, clipped to the fit range "
+                f"[{edges[fi]:g}, {edges[fj]:g}] GeV)"
             )
+        n = math.floor((hi - lo - config.window_width) / config.window_step + 1e-9) + 1
         raw = [
-            (h_lo + k * config.window_step, h_lo + k * config.window_step + config.window_width)
+            (lo + k * config.window_step, lo + k * config.window_step + config.window_width)
             for k in range(n)
         ]
-
-    lo_e, hi_e = edges[:-1], edges[1:]
-    in_range = np.ones(lo_e.size, dtype=bool)
-    if config.fit_range is not None:
-        f_lo, f_hi = config.fit_range
-        if f_hi <= h_lo or f_lo >= h_hi:
-            raise ValueError(
-                f"fit_range [{f_lo:g}, {f_hi:g}] GeV does not overlap the histogram [{h_lo:g}, {h_hi:g}] GeV"
-            )
-        in_range = (lo_e >= f_lo - _TOL) & (hi_e <= f_hi + _TOL)
-
     windows: list[Window] = []
     seen: set[tuple[int, int]] = set()
     for a, b in raw:
+        reason = None
         i = int(np.argmin(np.abs(edges - a)))
         j = int(np.argmin(np.abs(edges - b)))
-        if j <= i:
+        if j <= i:  # narrower than a bin: the next edge up, if there is one
             j = i + 1
+        if j >= edges.size:
+            i, j = edges.size - 2, edges.size - 1
+            reason = f"window [{a:g}, {b:g}] GeV reaches the last mjj bin edge {edges[-1]:g} GeV"
+        if a < edges[0] - _TOL or b > edges[-1] + _TOL:
+            reason = (
+                f"window [{a:g}, {b:g}] GeV lies outside the mjj binning "
+                f"[{edges[0]:g}, {edges[-1]:g}] GeV"
+            )
         if (i, j) in seen:
             continue
         seen.add((i, j))
-        low, high = float(edges[i]), float(edges[j])
         sr = np.zeros(lo_e.size, dtype=bool)
         sr[i:j] = True
-        fit = in_range & ~sr
-        if config.sideband_width is not None:
-            fit &= (lo_e >= low - config.sideband_width - _TOL) & (
-                hi_e <= high + config.sideband_width + _TOL
+        fit = in_fit & ~sr
+        n_below = int(np.count_nonzero(fit[:i]))
+        n_above = int(np.count_nonzero(fit[j:]))
+        if reason is None and not np.all(in_fit[sr]):
+            reason = (
+                f"signal region [{edges[i]:g}, {edges[j]:g}] GeV extends outside the fit range "
+                f"[{edges[fi]:g}, {edges[fj]:g}] GeV"
             )
-        n_below = int(np.count_nonzero(fit & (hi_e <= low + _TOL)))
-        n_above = int(np.count_nonzero(fit & (lo_e >= high - _TOL)))
-        reason = None
-        if not np.all(in_range[sr]):
-            reason = "signal region extends outside the fit range"
-        elif n_below < config.min_sideband_bins or n_above < config.min_sideband_bins:
+        if reason is None and min(n_below, n_above) < config.min_sideband_bins:
             reason = (
                 f"needs >= {config.min_sideband_bins} fitted sideband bins on both sides; "
                 f"has {n_below} below and {n_above} above"
             )
-        windows.append(Window(low, high, sr, fit, reason))
+        n_sr = None
+        if mjj is not None:
+            n_sr = int(np.count_nonzero((mjj >= edges[i]) & (mjj < edges[j])))
+            if reason is None and n_sr < config.min_sr_events:
+                reason = f"{n_sr} SR events < min_sr_events = {config.min_sr_events}"
+        windows.append(Window(float(edges[i]), float(edges[j]), sr, fit, reason, n_sr))
     return windows
 
 
+def mjj_counts(mjj: np.ndarray, edges: Any, weights: np.ndarray | None = None) -> np.ndarray:
+    """Counts of ``mjj`` in the bins of ``edges`` (``low <= mjj < high``; outside: dropped).
+
+    The same half-open convention as :meth:`adhunt.regions.SignalRegion.in_sr`, so the events of
+    a window's bins are exactly the events of its signal region.
+    """
+    edges = np.asarray(edges, dtype=float)
+    m = np.asarray(mjj, dtype=np.float64)
+    idx = np.searchsorted(edges, m, side="right") - 1
+    ok = (idx >= 0) & (idx < edges.size - 1)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[ok]
+    return np.bincount(idx[ok], weights=w, minlength=edges.size - 1).astype(np.float64)
+
+
+def resolve_fit_range(
+    edges: Any, uncut_counts: np.ndarray, config: ScanConfig
+) -> tuple[tuple[float, float], str]:
+    """The fit range (snapped to edges) and how it was chosen (``"config"`` or ``"turn-on"``).
+
+    Without ``config.fit_range`` the fit starts above the trigger turn-on of the uncut spectrum
+    (:func:`adhunt.fitting.fit_start_above_turn_on`) and ends at the last edge where the spectrum
+    still has events; every cut then uses that same range.
+    """
+    edges = np.asarray(edges, dtype=float)
+    counts = np.asarray(uncut_counts, dtype=float)
+    if config.fit_range is not None:
+        i, j = _snap_range(edges, *config.fit_range, "fit range")
+        return (float(edges[i]), float(edges[j])), "config"
+    if counts.sum() <= 0:
+        raise ValueError("the mjj spectrum is empty: no fit range can be found")
+    start = fit_start_above_turn_on(edges, counts)
+    last = int(np.flatnonzero(counts)[-1]) + 1  # edge above the last non-empty bin
+    i, j = _snap_range(edges, start, float(edges[last]), "fit range")
+    return (float(edges[i]), float(edges[j])), "turn-on"
+
+
 # --------------------------------------------------------------------------------------------------
-# Results
+# One window of one spectrum
 
 
 @dataclass(frozen=True)
 class WindowResult:
-    """Outcome for one window. ``status``: "ok", "skipped" or "fit_failed" (see ``reason``)."""
+    """Outcome of one window in one spectrum: ``status`` "ok", "skipped" or "fit_failed"."""
 
     low: float
     high: float
@@ -196,38 +497,130 @@ class WindowResult:
     observed: float = float("nan")
     expected: float = float("nan")
     expected_error: float = float("nan")
+    expected_error_fit: float = float("nan")
+    expected_error_function: float = float("nan")
     z: float = float("nan")
     z_signed: float = float("nan")
     p_value: float = float("nan")
+    fit_n_params: int = 0
     fit_chi2_ndf: float = float("nan")
     fit_ndf: int = 0
     fit_p_value: float = float("nan")
     fit_params: tuple[float, ...] = ()
-    fit: FitResult | None = field(default=None, repr=False, compare=False)
+    background: BackgroundFit | None = field(default=None, repr=False, compare=False)
 
     @property
     def centre(self) -> float:
         return 0.5 * (self.low + self.high)
 
+    @property
+    def fit(self) -> Any:
+        """The nominal background fit (a :class:`adhunt.fitting.FitResult`) or None."""
+        return None if self.background is None else self.background.nominal
+
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "fit"}
+        d = {k: v for k, v in self.__dict__.items() if k != "background"}
         d["fit_params"] = list(self.fit_params)
-        d["centre"] = self.centre
+        if self.background is not None:
+            d["background_fit"] = self.background.summary()
         return _jsonable(d)
 
 
+def evaluate_window(
+    edges: np.ndarray, counts: np.ndarray, window: Window, config: ScanConfig
+) -> WindowResult:
+    """Sideband fit + local significance of one window: the one code path for data and toys."""
+    if window.skip_reason is not None:
+        return WindowResult(window.low, window.high, "skipped", window.skip_reason)
+    try:
+        bg = fit_background((edges, counts), config.background_config(), mask=window.fit_bins)
+    except FitError as exc:
+        return WindowResult(window.low, window.high, "skipped", str(exc))
+    nominal = bg.nominal
+    common = {
+        "fit_n_params": nominal.n_params,
+        "fit_chi2_ndf": nominal.chi2_ndf,
+        "fit_ndf": nominal.ndf,
+        "fit_p_value": nominal.p_value,
+        "fit_params": tuple(float(p) for p in nominal.params),
+        "background": bg,
+    }
+    if bg.status != "ok":
+        return WindowResult(window.low, window.high, "fit_failed", bg.reason, **common)
+    b, sigma_fit, sigma_function = bg.expected_sum(window.sr_bins)
+    n = float(counts[window.sr_bins].sum())
+    if not b > 0:
+        return WindowResult(
+            window.low, window.high, "fit_failed", "no background expected in the window", **common
+        )
+    sigma = math.hypot(sigma_fit, sigma_function)
+    loc = local_significance(n, b, sigma)
+    return WindowResult(
+        window.low,
+        window.high,
+        "ok",
+        "",
+        observed=n,
+        expected=b,
+        expected_error=sigma,
+        expected_error_fit=sigma_fit,
+        expected_error_function=sigma_function,
+        z=loc.z,
+        z_signed=loc.z_signed,
+        p_value=loc.p_value,
+        **common,
+    )
+
+
+def _toy_z(
+    edges: np.ndarray,
+    mu: np.ndarray,
+    windows: Sequence[Window],
+    config: ScanConfig,
+    n_toys: int,
+    seed: Sequence[int],
+) -> np.ndarray:
+    """Signed local Z (n_toys, n_windows) of Poisson toys of ``mu`` scanned over ``windows``.
+
+    NaN where a toy's window is skipped or its fit fails (a failed fit is no excess, so it
+    counts as no excess in the maximum too).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
+    toys = rng.poisson(mu, size=(n_toys, mu.size)).astype(float)
+    z = np.full((n_toys, len(windows)), np.nan)
+    for i in range(n_toys):
+        for j, w in enumerate(windows):
+            r = evaluate_window(edges, toys[i], w, config)
+            if r.status == "ok":
+                z[i, j] = r.z_signed
+    return z
+
+
+def _row_max(a: np.ndarray) -> np.ndarray:
+    """Max over windows per toy, ignoring NaN; NaN when a toy has no usable window."""
+    finite = np.isfinite(a)
+    out = np.where(finite, a, -np.inf).max(axis=1)
+    return np.where(finite.any(axis=1), out, np.nan)
+
+
+# --------------------------------------------------------------------------------------------------
+# A spectrum scanned over windows (the uncut spectrum, the demo, the sculpting check)
+
+
 @dataclass(frozen=True, eq=False)
-class CutResult:
-    """Scan of one spectrum (one anomaly-score cut)."""
+class SpectrumScan:
+    """One spectrum scanned over every window with exact look-elsewhere toys."""
 
     label: str
     edges: np.ndarray
     counts: np.ndarray
     windows: tuple[WindowResult, ...]
-    background_fit: FitResult
-    seed: tuple[int, int]
+    background: BackgroundFit | None
+    fit_range: tuple[float, float]
+    seed: tuple[int, ...]
     global_significance: GlobalSignificance | None = None
     toy_z_signed: np.ndarray | None = field(default=None, repr=False)
+    note: str = ""
 
     @property
     def ok_windows(self) -> list[WindowResult]:
@@ -245,214 +638,121 @@ class CutResult:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
-        curve: dict[str, Any] = {}
-        if best is not None and best.fit is not None:
-            mu, err = best.fit.expected_with_uncertainty()
-            curve = {
-                "expected": mu.tolist(),
-                "error": err.tolist(),
-                "fitted_bins": best.fit.mask.tolist(),
-            }
         return _jsonable(
             {
                 "label": self.label,
                 "n_events": float(self.counts.sum()),
-                "edges": self.edges.tolist(),
-                "counts": self.counts.tolist(),
+                "fit_range": list(self.fit_range),
                 "seed": list(self.seed),
-                "background_fit": self.background_fit.summary(),
+                "background_fit": None if self.background is None else self.background.summary(),
                 "windows": [w.to_dict() for w in self.windows],
                 "best_window": None if best is None else [best.low, best.high],
                 "max_local_z": self.max_z,
-                "best_window_fit": curve,
                 "global": None
                 if self.global_significance is None
                 else self.global_significance.to_dict(),
+                "note": self.note,
             }
         )
 
 
-@dataclass(frozen=True, eq=False)
-class ScanReport:
-    """Bump-hunt results for all cuts, with the configuration echoed."""
-
-    config: ScanConfig
-    cuts: tuple[CutResult, ...]
-
-    @property
-    def best(self) -> tuple[str, WindowResult] | None:
-        """(cut label, window) with the largest local Z over all cuts (no trials over cuts)."""
-        cands = [(c.label, c.best) for c in self.cuts if c.best is not None]
-        if not cands:
-            return None
-        return max(cands, key=lambda t: t[1].z_signed)  # type: ignore[union-attr]
-
-    def cut(self, label: str) -> CutResult:
-        for c in self.cuts:
-            if c.label == label:
-                return c
-        raise KeyError(f"no cut {label!r}; cuts: {[c.label for c in self.cuts]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        best = self.best
-        return _jsonable(
-            {
-                "config": config_to_dict(self.config),
-                "cuts": [c.to_dict() for c in self.cuts],
-                "best": None
-                if best is None
-                else {"cut": best[0], "window": [best[1].low, best[1].high], "local_z": best[1].z},
-            }
-        )
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+def _full_fit_bins(edges: np.ndarray, fit_range: tuple[float, float]) -> np.ndarray:
+    return (edges[:-1] >= fit_range[0] - _TOL) & (edges[1:] <= fit_range[1] + _TOL)
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, so that the report is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-# --------------------------------------------------------------------------------------------------
-# Scanning
-
-
-def _fit_window(
-    edges: np.ndarray,
-    counts: np.ndarray,
-    window: Window,
+def scan_spectrum(
+    label: str,
+    histogram: Any,
+    windows: Sequence[Window],
+    fit_range: tuple[float, float],
     config: ScanConfig,
-    start: np.ndarray | None = None,
-) -> WindowResult:
-    """Sideband fit + local significance of one window; the one code path for data and toys."""
-    if window.skip_reason is not None:
-        return WindowResult(window.low, window.high, "skipped", window.skip_reason)
-    try:
-        fit = fit_dijet((edges, counts), config.fit_config(), mask=window.fit_bins, start=start)
-    except FitError as exc:
-        return WindowResult(window.low, window.high, "skipped", str(exc))
-    if not fit.valid:
-        return WindowResult(window.low, window.high, "fit_failed", fit.message, fit=fit)
-    b, sigma_b = fit.expected_sum(window.sr_bins)
-    if not config.include_fit_uncertainty:
-        sigma_b = 0.0
-    n = float(counts[window.sr_bins].sum())
-    loc = local_significance(n, b, sigma_b)
-    return WindowResult(
-        window.low,
-        window.high,
-        "ok",
-        "",
-        observed=n,
-        expected=b,
-        expected_error=sigma_b,
-        z=loc.z,
-        z_signed=loc.z_signed,
-        p_value=loc.p_value,
-        fit_chi2_ndf=fit.chi2_ndf,
-        fit_ndf=fit.ndf,
-        fit_p_value=fit.p_value,
-        fit_params=tuple(float(p) for p in fit.params),
-        fit=fit,
-    )
+    seed: Sequence[int],
+    n_toys: int | None = None,
+    mapper: Mapper | None = None,
+) -> SpectrumScan:
+    """Scan one spectrum over ``windows``; global Z from toys of its full-range background fit.
 
-
-def background_toys(fit: FitResult, n_toys: int, seed: Any) -> np.ndarray:
-    """Poisson pseudo-spectra (n_toys, n_bins) from a background fit's expected counts."""
-    rng = np.random.default_rng(seed)
-    mu = fit.expected()
-    return rng.poisson(mu, size=(n_toys, mu.size)).astype(float)
-
-
-def scan_toys(
-    toys: np.ndarray,
-    edges: np.ndarray,
-    windows: list[Window],
-    observed: list[WindowResult],
-    config: ScanConfig,
-) -> np.ndarray:
-    """Signed local Z (n_toys, n_windows) of pseudo-spectra; NaN where the window is not usable.
-
-    Only windows that were usable in the observed scan are scanned, each toy fit starting from the
-    observed fit of that window.
+    The toys are drawn from the background model fit to every bin of the fit range (window not
+    masked: under the background-only hypothesis that is the best estimate) and scanned with
+    :func:`evaluate_window`, so they see the same F-test, uncertainties and ``fit_failed`` rule.
     """
-    z = np.full((toys.shape[0], len(windows)), np.nan)
-    for j, (w, obs) in enumerate(zip(windows, observed, strict=True)):
-        if obs.status != "ok":
-            continue
-        start = np.asarray(obs.fit_params)
-        for i in range(toys.shape[0]):
-            r = _fit_window(edges, toys[i], w, config, start=start)
-            if r.status == "ok":
-                z[i, j] = r.z_signed
-    n_bad = int(np.count_nonzero(np.isnan(z[:, [o.status == "ok" for o in observed]])))
-    if n_bad:
-        logger.warning("%d toy window fits failed or were skipped; they are ignored", n_bad)
-    return z
-
-
-def _scan_cut(label: str, histogram: Any, config: ScanConfig, index: int, n_toys: int) -> CutResult:
-    edges, counts = as_histogram(histogram, name=f"cut {label!r}")
-    total = float(counts.sum())
-    if total <= 0:
-        raise ValueError(f"cut {label!r}: histogram is empty (0 events)")
-    windows = make_windows(edges, config)
-    fit_bins = np.ones(counts.size, dtype=bool)
-    if config.fit_range is not None:
-        fit_bins = (edges[:-1] >= config.fit_range[0] - _TOL) & (
-            edges[1:] <= config.fit_range[1] + _TOL
-        )
+    edges, counts = as_histogram(histogram, name=f"spectrum {label!r}")
+    if counts.sum() <= 0:
+        raise ValueError(f"spectrum {label!r} is empty (0 events)")
+    nt = config.n_toys if n_toys is None else int(n_toys)
+    results = tuple(evaluate_window(edges, counts, w, config) for w in windows)
+    seed = tuple(int(s) for s in seed)
     try:
-        bkg = fit_dijet((edges, counts), config.fit_config(), mask=fit_bins)
+        full = fit_background(
+            (edges, counts), config.background_config(), mask=_full_fit_bins(edges, fit_range)
+        )
     except FitError as exc:
-        raise FitError(f"cut {label!r}: {exc}") from exc
-    if not bkg.valid:
-        raise FitError(f"cut {label!r}: background-only fit of the full spectrum did not converge")
-    results = [_fit_window(edges, counts, w, config) for w in windows]
-    n_ok = sum(r.status == "ok" for r in results)
-    for r in results:
-        if r.status != "ok":
-            logger.info("cut %r window [%g, %g]: %s (%s)", label, r.low, r.high, r.status, r.reason)
-    seed = (int(config.seed), int(index))
-    glob = None
-    toy_z = None
-    if n_toys > 0 and n_ok > 0:
-        toys = background_toys(bkg, n_toys, np.random.SeedSequence(seed))
-        toy_z = scan_toys(toys, edges, windows, results, config)
-        toy_max = _row_max(np.clip(toy_z, 0.0, None))
-        observed_max = max(r.z for r in results if r.status == "ok")
-        glob = global_significance(observed_max, toy_max)
-    logger.info(
-        "cut %r: %d/%d windows usable, max local Z %.2f",
-        label,
-        n_ok,
-        len(results),
-        max((r.z for r in results if r.status == "ok"), default=float("nan")),
-    )
-    return CutResult(label, edges, counts, tuple(results), bkg, seed, glob, toy_z)
+        return SpectrumScan(
+            label, edges, counts, results, None, fit_range, seed, note=f"no full fit: {exc}"
+        )
+    ok = [j for j, r in enumerate(results) if r.status == "ok"]
+    if nt == 0 or not ok:
+        return SpectrumScan(label, edges, counts, results, full, fit_range, seed)
+    if full.status != "ok":
+        note = f"no global significance: the full-range background fit failed ({full.reason})"
+        logger.warning("spectrum %r: %s", label, note)
+        return SpectrumScan(label, edges, counts, results, full, fit_range, seed, note=note)
+    usable = [windows[j] for j in ok]
+    # Toys in batches so that a mapper can spread them; each batch has its own seed.
+    batches = _toy_batches(nt)
+    run = partial(_toy_batch, edges, full.nominal.expected(), usable, config, seed)
+    z_ok = np.concatenate(list((mapper or _serial)(run, batches)), axis=0)
+    z = np.full((nt, len(windows)), np.nan)
+    z[:, ok] = z_ok
+    glob = global_significance(max(results[j].z for j in ok), _row_max(np.clip(z_ok, 0.0, None)))
+    return SpectrumScan(label, edges, counts, results, full, fit_range, seed, glob, z)
 
 
-def _row_max(a: np.ndarray) -> np.ndarray:
-    """Max over windows per toy, ignoring failed fits (NaN); NaN when a toy has no usable window."""
-    finite = np.isfinite(a)
-    out = np.where(finite, a, -np.inf).max(axis=1)
-    return np.where(finite.any(axis=1), out, np.nan)
+_TOY_BATCH = 25
+
+
+def _toy_batches(n_toys: int) -> list[tuple[int, int]]:
+    return [(b, min(_TOY_BATCH, n_toys - b * _TOY_BATCH)) for b in range(-(-n_toys // _TOY_BATCH))]
+
+
+def _toy_batch(
+    edges: np.ndarray,
+    mu: np.ndarray,
+    windows: Sequence[Window],
+    config: ScanConfig,
+    seed: Sequence[int],
+    batch: tuple[int, int],
+) -> np.ndarray:
+    index, size = batch
+    return _toy_z(edges, mu, windows, config, size, (*seed, index))
+
+
+def _serial(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    return [fn(item) for item in items]
+
+
+def bump_hunt(
+    histograms: Any,
+    config: ScanConfig | None = None,
+    n_toys: int | None = None,
+    fit_range: tuple[float, float] | None = None,
+) -> dict[str, SpectrumScan]:
+    """Scan fixed spectra (``{label: hist}`` or one hist) over the config's windows.
+
+    The fit range is ``fit_range``, else ``config.fit_range``, else found above the turn-on of
+    the first spectrum. Toy seeds are ``(config.seed, spectrum index)``: same input, same result.
+    """
+    cfg = config or ScanConfig()
+    spectra = _as_mapping(histograms)
+    first_edges, first_counts = as_histogram(next(iter(spectra.values())))
+    if fit_range is None:
+        fit_range, _ = resolve_fit_range(first_edges, first_counts, cfg)
+    out = {}
+    for i, (label, h) in enumerate(spectra.items()):
+        edges, _ = as_histogram(h, name=f"spectrum {label!r}")
+        windows = plan_windows(edges, fit_range, cfg)
+        out[label] = scan_spectrum(label, h, windows, fit_range, cfg, (cfg.seed, i), n_toys)
+    return out
 
 
 def _as_mapping(histograms: Any) -> dict[str, Any]:
@@ -463,21 +763,398 @@ def _as_mapping(histograms: Any) -> dict[str, Any]:
     return {"all": histograms}
 
 
-def bump_hunt(
-    histograms: Any, config: ScanConfig | None = None, n_toys: int | None = None
-) -> ScanReport:
-    """Scan every spectrum (``{cut label: hist}`` or one hist) and compute global significances.
+# --------------------------------------------------------------------------------------------------
+# The scan: one trained score per window
 
-    ``n_toys`` overrides ``config.n_toys`` (0 skips the pseudo-experiments). Toy seeds are
-    ``(config.seed, cut index)``, recorded in the report: same inputs and seed, same report.
+
+@dataclass(eq=False)
+class WindowScan:
+    """One trained window: its SR/SB counts and, per spectrum label, the cut and the result."""
+
+    low: float
+    high: float
+    n_sr: int
+    results: dict[str, WindowResult] = field(default_factory=dict)
+    cuts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    truth: dict[str, Any] | None = None
+    roc: dict[str, Any] | None = field(default=None, repr=False)
+    seconds: float = 0.0
+
+    @property
+    def centre(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    def z(self, label: str) -> float:
+        r = self.results.get(label)
+        return r.z_signed if r is not None and r.status == "ok" else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(
+            {
+                "low": self.low,
+                "high": self.high,
+                "centre": self.centre,
+                "n_sr": self.n_sr,
+                "truth": self.truth,
+                "seconds": self.seconds,
+                "cuts": {
+                    label: {**self.cuts.get(label, {}), **self.results[label].to_dict()}
+                    for label in self.results
+                },
+            }
+        )
+
+
+@dataclass(frozen=True)
+class CutSummary:
+    """Best window and global significance of one spectrum label over all windows."""
+
+    label: str
+    efficiency: float
+    n_windows_ok: int
+    n_windows_fit_failed: int
+    best_window: tuple[float, float] | None
+    max_local_z: float
+    global_significance: GlobalSignificance | None
+    global_method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "global_significance"}
+        d["global"] = (
+            None if self.global_significance is None else self.global_significance.to_dict()
+        )
+        return _jsonable(d)
+
+
+@dataclass(frozen=True, eq=False)
+class ScanResult:
+    """Everything a scan found; :meth:`to_dict` is the content of ``scan.json`` (minus the job's
+    own entries: inputs, timing, files)."""
+
+    config: ScanConfig
+    edges: np.ndarray
+    fit_range: tuple[float, float]
+    fit_range_source: str
+    windows: tuple[WindowScan, ...]
+    skipped: tuple[Window, ...]
+    summaries: dict[str, CutSummary]
+    no_cut: SpectrumScan
+    truth_window: WindowScan | None = None
+    median_signal_mjj: float | None = None
+
+    def best(self, label: str | None = None) -> tuple[str, WindowScan] | None:
+        """(label, window) of the largest local Z, after ``label`` or over all anomaly cuts."""
+        labels = [label] if label is not None else list(self.config.labels[1:])
+        cands = [(lab, w) for lab in labels for w in self.windows if math.isfinite(w.z(lab))]
+        return max(cands, key=lambda t: t[1].z(t[0])) if cands else None
+
+    def window(self, low: float, high: float) -> WindowScan:
+        for w in self.windows:
+            if abs(w.low - low) < _TOL and abs(w.high - high) < _TOL:
+                return w
+        raise KeyError(f"no window [{low:g}, {high:g}] in the scan")
+
+    def max_local_z(self, labels: Iterable[str] | None = None) -> float:
+        """Largest local Z over windows and the given labels (default: every label)."""
+        values = [w.z(lab) for lab in (labels or self.config.labels) for w in self.windows]
+        finite = [v for v in values if math.isfinite(v)]
+        return max(finite) if finite else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best()
+        return _jsonable(
+            {
+                "config": config_to_dict(self.config),
+                "edges": self.edges.tolist(),
+                "fit_range": list(self.fit_range),
+                "fit_range_source": self.fit_range_source,
+                "cuts": list(self.config.labels),
+                "windows": [w.to_dict() for w in self.windows],
+                "skipped_windows": [w.to_dict() for w in self.skipped],
+                "results": {k: v.to_dict() for k, v in self.summaries.items()},
+                "no_cut_background_fit": None
+                if self.no_cut.background is None
+                else self.no_cut.background.summary(),
+                "best": None
+                if best is None
+                else {
+                    "cut": best[0],
+                    "window": [best[1].low, best[1].high],
+                    "local_z": best[1].z(best[0]),
+                    "global": self.summaries[best[0]].to_dict()["global"],
+                },
+                "truth_window": None
+                if self.truth_window is None
+                else {
+                    "window": [self.truth_window.low, self.truth_window.high],
+                    "median_signal_mjj": self.median_signal_mjj,
+                },
+                "global_method": (
+                    "no_cut: exact (one toy spectrum from the full-range background fit, scanned "
+                    "over all windows). Anomaly cuts: toys of every window's post-cut spectrum "
+                    "drawn independently from that window's sideband fit, max local Z over "
+                    "windows per toy; windows share events, so this over-counts trials and the "
+                    "global Z is conservative. Toys see the F-test, the function-choice "
+                    "uncertainty and the fit_failed rule; they cannot see sculpting."
+                ),
+            }
+        )
+
+    def write_json(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """``scan.json``: :meth:`to_dict` after the entries of ``extra`` (see :func:`write_json`)."""
+        return write_json(path, {**(extra or {}), **self.to_dict()})
+
+    def plot(self, output: str | Path, title: str = "") -> list[Path]:
+        """Spectrum + fit of the best window per label, local Z vs mjj, SIC: PNG files."""
+        from adhunt.plotting import plot_scan
+
+        return plot_scan(self, Path(output), title or self.config.method)
+
+
+@dataclass(frozen=True, eq=False)
+class CutSpectrum:
+    """The mjj spectrum passing one anomaly cut (threshold set on a window's SR events)."""
+
+    label: str
+    efficiency: float
+    threshold: float
+    passed: np.ndarray = field(repr=False)
+    counts: np.ndarray = field(repr=False)
+    n_sr: int = 0
+    n_sr_after: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "efficiency": self.efficiency,
+            "threshold": self.threshold,
+            "n_sr_after": self.n_sr_after,
+            "efficiency_sr": self.n_sr_after / max(self.n_sr, 1),
+            "n_events_after": int(self.passed.sum()),
+            "efficiency_all": float(self.passed.mean()),
+        }
+
+
+def cut_spectra(
+    mjj: np.ndarray,
+    scores: np.ndarray,
+    window: tuple[float, float],
+    efficiencies: Sequence[float],
+    edges: Any,
+) -> dict[str, CutSpectrum]:
+    """Post-cut mjj spectra, one per efficiency: ``score >= t`` with ``t`` keeping that fraction
+    of the window's SR events (:func:`sr_threshold`), applied to every event at every mjj."""
+    mjj = np.asarray(mjj, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    sr = (mjj >= window[0]) & (mjj < window[1])
+    out = {}
+    for eff in efficiencies:
+        threshold = sr_threshold(scores[sr], eff)
+        passed = scores >= threshold
+        out[cut_label(eff)] = CutSpectrum(
+            cut_label(eff), float(eff), threshold, passed, mjj_counts(mjj[passed], edges),
+            int(sr.sum()), int(np.sum(passed & sr)),
+        )  # fmt: skip
+    return out
+
+
+def _window_cuts(
+    window: Window,
+    scores: np.ndarray,
+    mjj: np.ndarray,
+    edges: np.ndarray,
+    config: ScanConfig,
+    truth: np.ndarray | None,
+) -> WindowScan:
+    """Cuts, post-cut spectra and fits of one trained window."""
+    from adhunt.performance import roc_sic
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != mjj.shape:
+        raise ValueError(
+            f"window [{window.low:g}, {window.high:g}]: the scorer returned {scores.shape} scores "
+            f"for {mjj.size} events"
+        )
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(
+            f"window [{window.low:g}, {window.high:g}]: {int((~np.isfinite(scores)).sum())} "
+            "NaN/inf scores"
+        )
+    sr = (mjj >= window.low) & (mjj < window.high)
+    ws = WindowScan(window.low, window.high, int(sr.sum()))
+    if truth is not None:
+        ws.truth = {
+            "n_signal_sr": int(np.sum(sr & (truth == 1))),
+            "n_background_sr": int(np.sum(sr & (truth == 0))),
+        }
+        if ws.truth["n_signal_sr"] and ws.truth["n_background_sr"]:
+            ws.roc = roc_sic(truth[sr], scores[sr])
+            ws.truth["auc_sr"] = ws.roc["auc"]
+            ws.truth["max_sic_sr"] = ws.roc["max_sic"]
+    for label, cut in cut_spectra(mjj, scores, window.bounds, config.efficiencies, edges).items():
+        ws.results[label] = evaluate_window(edges, cut.counts, window, config)
+        ws.cuts[label] = cut.to_dict()
+        if truth is not None:
+            ws.cuts[label]["truth"] = {
+                "n_signal_sr_after": int(np.sum(cut.passed & sr & (truth == 1))),
+                "n_background_sr_after": int(np.sum(cut.passed & sr & (truth == 0))),
+            }
+        ws.counts[label] = cut.counts
+    return ws
+
+
+def _cut_window_toys(
+    edges: np.ndarray, config: ScanConfig, item: tuple[int, int, Window, np.ndarray]
+) -> np.ndarray:
+    """Independent toys of one window's post-cut spectrum (drawn from its sideband fit)."""
+    label_index, window_index, window, mu = item
+    seed = (config.seed, 1, label_index, window_index)
+    return _toy_z(edges, mu, [window], config, config.n_toys, seed)[:, 0]
+
+
+def scan(
+    mjj: Any,
+    score_window: Callable[[tuple[float, float]], np.ndarray],
+    config: ScanConfig | None = None,
+    *,
+    truth: Any | None = None,
+    mapper: Mapper | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ScanResult:
+    """Sliding-window bump hunt: one trained score per window, cuts, fits, local and global Z.
+
+    ``mjj``: one value per event (GeV). ``score_window((low, high))`` returns one score per event
+    for a model trained on that window (k-fold honest). ``truth`` (optional, 0/1 per event) only
+    adds truth counts and SIC curves to the report. ``mapper(fn, items)`` evaluates ``fn`` over
+    ``items`` in order (default: here, one by one); windows and toy batches go through it.
+    ``progress(stage, done, total)`` is called as windows and toys complete.
     """
     cfg = config or ScanConfig()
-    nt = cfg.n_toys if n_toys is None else int(n_toys)
-    cuts = tuple(
-        _scan_cut(label, h, cfg, i, nt)
-        for i, (label, h) in enumerate(_as_mapping(histograms).items())
+    m = np.asarray(mjj, dtype=np.float64).ravel()
+    if m.size == 0:
+        raise ValueError("no events to scan")
+    bad = ~np.isfinite(m)
+    if bad.any():
+        raise ValueError(f"mjj has {int(bad.sum())} NaN/inf value(s) out of {m.size}")
+    t = None
+    if truth is not None:
+        t = np.asarray(truth)
+        if t.shape != m.shape:
+            raise ValueError(f"truth has shape {t.shape}, mjj has {m.shape}")
+    edges = np.asarray(cfg.edges, dtype=float)
+    uncut = mjj_counts(m, edges)
+    fit_range, source = resolve_fit_range(edges, uncut, cfg)
+    planned = plan_windows(edges, fit_range, cfg, m)
+    usable = [w for w in planned if w.skip_reason is None]
+    skipped = tuple(w for w in planned if w.skip_reason is not None)
+    for w in skipped:
+        logger.info("window [%g, %g] GeV skipped: %s", w.low, w.high, w.skip_reason)
+    if not usable:
+        raise ValueError(
+            f"no window to scan: all {len(planned)} candidate windows were skipped "
+            f"({planned[0].skip_reason if planned else 'none planned'})"
+        )
+    logger.info(
+        "scan %s: %d window(s) [%g, %g] GeV, fit range [%g, %g] GeV (%s), %d events",
+        cfg.method, len(usable), usable[0].low, usable[-1].high, *fit_range, source, m.size,
+    )  # fmt: skip
+    run_map = mapper or _serial
+    done = [0]
+
+    windows: list[WindowScan] = []
+    scored = run_map(_TimedScorer(score_window), [w.bounds for w in usable])
+    for window, (scores, seconds) in zip(usable, scored, strict=True):
+        ws = _window_cuts(window, scores, m, edges, cfg, t)
+        ws.seconds = seconds
+        windows.append(ws)
+        done[0] += 1
+        logger.info(
+            "window [%g, %g] GeV (%d/%d): %d SR events, %.1f s; local Z %s",
+            ws.low, ws.high, done[0], len(usable), ws.n_sr, seconds,
+            ", ".join(f"{k} {ws.z(k):+.2f}" for k in ws.results),
+        )  # fmt: skip
+        if progress is not None:
+            progress("windows", done[0], len(usable))
+
+    # The uncut spectrum: exact look-elsewhere toys over the same windows.
+    no_cut = scan_spectrum(
+        NO_CUT, (edges, uncut), usable, fit_range, cfg, (cfg.seed, 0), mapper=mapper
     )
-    return ScanReport(cfg, cuts)
+    for ws, res in zip(windows, no_cut.windows, strict=True):
+        ws.results = {NO_CUT: res, **ws.results}
+        ws.cuts = {NO_CUT: {"efficiency": 1.0, "threshold": None}, **ws.cuts}
+        ws.counts = {NO_CUT: uncut, **ws.counts}
+    if progress is not None:
+        progress("toys", 1, len(cfg.labels))
+
+    summaries = {NO_CUT: _summary(NO_CUT, 1.0, windows, no_cut.global_significance, "exact")}
+    for index, eff in enumerate(cfg.efficiencies, start=1):
+        label = cut_label(eff)
+        glob = None
+        ok = [(j, ws) for j, ws in enumerate(windows) if ws.results[label].status == "ok"]
+        if cfg.n_toys > 0 and ok:
+            items = [
+                (index, j, usable[j], ws.results[label].background.nominal.expected())
+                for j, ws in ok
+            ]
+            cols = list(run_map(partial(_cut_window_toys, edges, cfg), items))
+            toy_max = _row_max(np.clip(np.stack(cols, axis=1), 0.0, None))
+            try:
+                glob = global_significance(max(ws.results[label].z for _, ws in ok), toy_max)
+            except ValueError as exc:
+                logger.warning("%s: no global significance (%s)", label, exc)
+        summaries[label] = _summary(label, eff, windows, glob, "independent toys per window")
+        if progress is not None:
+            progress("toys", index + 1, len(cfg.labels))
+
+    truth_window = median = None
+    if t is not None and np.any(t == 1):
+        median = float(np.median(m[t == 1]))
+        truth_window = min(windows, key=lambda w: abs(w.centre - median))
+    result = ScanResult(
+        cfg, edges, fit_range, source, tuple(windows), skipped, summaries, no_cut,
+        truth_window, median,
+    )  # fmt: skip
+    for label, s in summaries.items():
+        logger.info(
+            "%-10s best window %s  max local Z %.2f  %s",
+            label, s.best_window, s.max_local_z,
+            "" if s.global_significance is None else s.global_significance.statement,
+        )  # fmt: skip
+    return result
+
+
+class _TimedScorer:
+    """``score_window`` with its wall time, picklable for process pools and Dask."""
+
+    def __init__(self, score_window: Callable[[tuple[float, float]], np.ndarray]) -> None:
+        self.score_window = score_window
+
+    def __call__(self, bounds: tuple[float, float]) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        scores = np.asarray(self.score_window(bounds), dtype=np.float64)
+        return scores, time.perf_counter() - t0
+
+
+def _summary(
+    label: str,
+    efficiency: float,
+    windows: Sequence[WindowScan],
+    glob: GlobalSignificance | None,
+    method: str,
+) -> CutSummary:
+    ok = [w for w in windows if math.isfinite(w.z(label))]
+    best = max(ok, key=lambda w: w.z(label)) if ok else None
+    return CutSummary(
+        label=label,
+        efficiency=efficiency,
+        n_windows_ok=len(ok),
+        n_windows_fit_failed=sum(w.results[label].status == "fit_failed" for w in windows),
+        best_window=None if best is None else (best.low, best.high),
+        max_local_z=float("nan") if best is None else best.results[label].z,
+        global_significance=glob,
+        global_method=method,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,9 +1181,9 @@ class SculptingCheck:
     label: str
     fit_chi2_ndf: float
     fit_p_value: float
-    window_fit_p_values_min: float
+    n_windows_fit_failed: int
+    max_abs_local_z: float
     ks_windows: tuple[tuple[float, float], ...]
-    ks_statistics: tuple[float, ...]
     ks_p_values: tuple[float, ...]
     ks_p_value_bonferroni: float
     global_p_value_two_sided: float
@@ -519,9 +1196,11 @@ class SculptingCheck:
 
 @dataclass(frozen=True, eq=False)
 class SculptingReport:
-    scan_config: ScanConfig
-    sculpting_config: SculptingConfig
+    config: ScanConfig
+    thresholds: SculptingConfig
+    fit_range: tuple[float, float]
     checks: tuple[SculptingCheck, ...]
+    scans: tuple[SpectrumScan, ...] = field(default=(), repr=False)
 
     @property
     def passed(self) -> bool:
@@ -530,8 +1209,9 @@ class SculptingReport:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
             {
-                "scan_config": config_to_dict(self.scan_config),
-                "sculpting_config": config_to_dict(self.sculpting_config),
+                "config": config_to_dict(self.config),
+                "thresholds": config_to_dict(self.thresholds),
+                "fit_range": list(self.fit_range),
                 "passed": self.passed,
                 "checks": [c.to_dict() for c in self.checks],
             }
@@ -539,69 +1219,71 @@ class SculptingReport:
 
 
 def check_sculpting(
-    histograms: Any, config: ScanConfig | None = None, thresholds: SculptingConfig | None = None
+    histograms: Any,
+    config: ScanConfig | None = None,
+    thresholds: SculptingConfig | None = None,
+    fit_range: tuple[float, float] | None = None,
 ) -> SculptingReport:
     """Does an anomaly-score cut sculpt the background mjj spectrum? Run on SIGNAL-FREE data.
 
-    Per cut it requires (1) a good fit of the full post-cut spectrum by the smooth function
-    (deviance p-value), (2) local p-values of background-only pseudo-experiments uniform at every
-    fixed window (KS test over independent toys; adjacent windows are correlated, so windows are
-    tested one at a time and Bonferroni-corrected), and (3) no bump or dip beyond the look-elsewhere
-    expectation in the observed scan (two-sided global p-value of max |Z|). A cut that carves a
-    structure into the spectrum fails (1) or (3); a miscalibrated fit/uncertainty fails (2).
+    Per spectrum it requires (1) a good background fit of the whole post-cut spectrum,
+    (2) local p-values of background-only pseudo-experiments uniform at every fixed window (KS
+    test, Bonferroni-corrected over windows), and (3) no bump or dip beyond the look-elsewhere
+    expectation in the observed scan (two-sided global p-value of max |Z|). A window whose own
+    sideband fit fails counts as a failure here: on signal-free data it means the cut carved
+    structure that the smooth function cannot follow.
     """
     cfg = config or ScanConfig()
     thr = thresholds or SculptingConfig()
     if cfg.n_toys < 20:
         raise ValueError(f"check_sculpting needs n_toys >= 20 for the KS test, got {cfg.n_toys}")
+    scans = bump_hunt(histograms, cfg, fit_range=fit_range)
+    the_range = next(iter(scans.values())).fit_range
     checks = []
-    for i, (label, h) in enumerate(_as_mapping(histograms).items()):
-        cut = _scan_cut(label, h, cfg, i, cfg.n_toys)
+    for label, s in scans.items():
         reasons: list[str] = []
-        bkg = cut.background_fit
-        if bkg.p_value < thr.min_fit_p_value:
+        bkg = s.background
+        if bkg is None:
+            raise ValueError(f"spectrum {label!r} cannot be fit: {s.note}")
+        fit = bkg.nominal
+        if fit.p_value < thr.min_fit_p_value or bkg.status != "ok":
             reasons.append(
-                f"full-spectrum fit p-value {bkg.p_value:.3g} < {thr.min_fit_p_value} (chi2/ndf {bkg.chi2_ndf:.2f})"
+                f"full-spectrum fit p-value {fit.p_value:.3g} < {thr.min_fit_p_value} "
+                f"(chi2/ndf {fit.chi2_ndf:.2f}, {fit.n_params} parameters)"
             )
-        ok_idx = [j for j, w in enumerate(cut.windows) if w.status == "ok"]
-        if not ok_idx or cut.toy_z_signed is None:
-            raise ValueError(f"cut {label!r}: no usable window for the sculpting check")
-        ks_idx = [j for j in ok_idx if cut.windows[j].expected >= thr.min_expected_for_ks]
-        if not ks_idx:
-            raise ValueError(
-                f"cut {label!r}: no window expects >= {thr.min_expected_for_ks:g} events; "
-                "the p-value uniformity test needs more events"
-            )
-        ks_stat, ks_p = [], []
+        n_failed = sum(w.status == "fit_failed" for w in s.windows)
+        if n_failed:
+            reasons.append(f"{n_failed} window sideband fit(s) failed")
+        ok_idx = [j for j, w in enumerate(s.windows) if w.status == "ok"]
+        if not ok_idx or s.toy_z_signed is None:
+            raise ValueError(f"spectrum {label!r}: no usable window for the sculpting check")
+        ks_idx = [j for j in ok_idx if s.windows[j].expected >= thr.min_expected_for_ks]
+        ks_p = []
         for j in ks_idx:
-            z = cut.toy_z_signed[:, j]
-            p = stats.norm.sf(z[np.isfinite(z)])
-            res = stats.kstest(p, "uniform")
-            ks_stat.append(float(res.statistic))
-            ks_p.append(float(res.pvalue))
-        ks_bonf = min(1.0, min(ks_p) * len(ks_p))
-        if ks_bonf < thr.min_ks_p_value:
-            worst = ks_idx[int(np.argmin(ks_p))]
-            w = cut.windows[worst]
+            z = s.toy_z_signed[:, j]
+            ks_p.append(float(stats.kstest(stats.norm.sf(z[np.isfinite(z)]), "uniform").pvalue))
+        ks_bonf = min(1.0, min(ks_p) * len(ks_p)) if ks_p else float("nan")
+        if ks_p and ks_bonf < thr.min_ks_p_value:
+            w = s.windows[ks_idx[int(np.argmin(ks_p))]]
             reasons.append(
                 f"toy local p-values not uniform at window [{w.low:g}, {w.high:g}] "
                 f"(KS p = {min(ks_p):.3g}, Bonferroni {ks_bonf:.3g})"
             )
-        obs_abs = max(abs(cut.windows[j].z_signed) for j in ok_idx)
-        toy_abs = _row_max(np.abs(cut.toy_z_signed[:, ok_idx]))
-        g2 = global_significance(obs_abs, toy_abs)
+        obs_abs = max(abs(s.windows[j].z_signed) for j in ok_idx)
+        g2 = global_significance(obs_abs, _row_max(np.abs(s.toy_z_signed[:, ok_idx])))
         if g2.p_value < thr.min_global_p_value:
             reasons.append(
-                f"observed max |Z| = {obs_abs:.2f} is beyond the look-elsewhere expectation: {g2.statement}"
+                f"observed max |Z| = {obs_abs:.2f} is beyond the look-elsewhere expectation: "
+                f"{g2.statement}"
             )
         checks.append(
             SculptingCheck(
                 label=label,
-                fit_chi2_ndf=bkg.chi2_ndf,
-                fit_p_value=bkg.p_value,
-                window_fit_p_values_min=min(cut.windows[j].fit_p_value for j in ok_idx),
-                ks_windows=tuple((cut.windows[j].low, cut.windows[j].high) for j in ks_idx),
-                ks_statistics=tuple(ks_stat),
+                fit_chi2_ndf=fit.chi2_ndf,
+                fit_p_value=fit.p_value,
+                n_windows_fit_failed=n_failed,
+                max_abs_local_z=obs_abs,
+                ks_windows=tuple((s.windows[j].low, s.windows[j].high) for j in ks_idx),
                 ks_p_values=tuple(ks_p),
                 ks_p_value_bonferroni=ks_bonf,
                 global_p_value_two_sided=g2.p_value,
@@ -609,4 +1291,36 @@ def check_sculpting(
                 reasons=tuple(reasons),
             )
         )
-    return SculptingReport(cfg, thr, tuple(checks))
+    return SculptingReport(cfg, thr, the_range, tuple(checks), tuple(scans.values()))
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Strict JSON (NaN/inf -> null), written atomically (temporary file + rename)."""
+    import os
+
+    path = Path(path)
+    text = json.dumps(_jsonable(dict(data)), indent=2, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, so that the report is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj

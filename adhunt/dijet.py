@@ -9,9 +9,12 @@ jet is j1.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterable
 
-from adhunt.schema import FEATURE_COLUMNS
+import numpy as np
+import pandas as pd
+
+from adhunt.schema import DERIVED_FEATURES, FEATURE_COLUMNS
 from adhunt.substructure import safe_ratio
 
 #: Columns produced by :func:`dijet_features`: the feature table's columns without the bookkeeping
@@ -89,3 +92,25 @@ def dijet_features(
         "eta_j2": eta_j2,
         "delta_eta": np.abs(eta_j1 - eta_j2),
     }
+
+
+def with_derived_features(frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    """``frame`` with the :data:`~adhunt.schema.DERIVED_FEATURES` among ``names`` added as columns.
+
+    The one code path for those ratios: the scan, ``adhunt score`` and the inference processor all
+    reach it through the model API, so a model trained on ``mj1_over_mjj`` is scored on the same
+    quantity everywhere. Columns already present are kept (a table may carry them); a missing
+    ingredient is left for the caller's column check to report by name. Returns a copy only when
+    a column is added.
+    """
+    wanted = [n for n in dict.fromkeys(names) if n in DERIVED_FEATURES and n not in frame.columns]
+    ready = [n for n in wanted if all(c in frame.columns for c in DERIVED_FEATURES[n])]
+    if not ready:
+        return frame
+    new = {}
+    for name in ready:
+        num, den = DERIVED_FEATURES[name]
+        new[name] = safe_ratio(
+            frame[num].to_numpy(dtype=np.float64), frame[den].to_numpy(dtype=np.float64)
+        )
+    return frame.assign(**new)

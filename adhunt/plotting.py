@@ -116,52 +116,93 @@ def plot_fit(
     return _save(fig, plt, path)
 
 
-def plot_spectra(report: Any, path: str | Path, ncols: int = 3) -> Path:
-    """Every cut of a :class:`~adhunt.bumphunt.ScanReport` on one figure: spectrum with the
-    sideband fit of its best window (SR shaded) over a pull panel, ``ncols`` cuts per row."""
+def plot_spectra(scans: Mapping[str, Any], path: str | Path, ncols: int = 3) -> Path:
+    """Every spectrum of ``{label: SpectrumScan}`` (:func:`adhunt.bumphunt.bump_hunt`) on one
+    figure: the sideband fit of its best window (SR shaded) over a pull panel."""
     plt = _pyplot()
-    cuts = [c for c in report.cuts if c.best is not None and c.best.fit is not None]
-    if not cuts:
-        raise ValueError("plot_spectra: no cut has a usable window to plot")
-    ncols = max(1, min(ncols, len(cuts)))
-    nrows = -(-len(cuts) // ncols)
+    items = [s for s in scans.values() if s.best is not None and s.best.fit is not None]
+    if not items:
+        raise ValueError("plot_spectra: no spectrum has a usable window to plot")
+    ncols = max(1, min(ncols, len(items)))
+    nrows = -(-len(items) // ncols)
     fig = plt.figure(figsize=(8 * ncols, 9.5 * nrows))
     outer = fig.add_gridspec(nrows, ncols, hspace=0.25, wspace=0.3)
-    for k, cut in enumerate(cuts):
+    for k, spectrum in enumerate(items):
         inner = outer[k // ncols, k % ncols].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
         ax = fig.add_subplot(inner[0])
         axp = fig.add_subplot(inner[1], sharex=ax)
         ax.tick_params(labelbottom=False)
-        best = cut.best
-        title = f"{cut.label}: best window, local Z = {best.z:.2f}"
-        _draw_spectrum(ax, axp, cut.edges, cut.counts, best.fit, (best.low, best.high), title)
+        best = spectrum.best
+        title = f"{spectrum.label}: best window, local Z = {best.z:.2f}"
+        _draw_spectrum(
+            ax, axp, spectrum.edges, spectrum.counts, best.fit, (best.low, best.high), title
+        )
         _label(ax)
     return _save(fig, plt, path)
 
 
-def plot_local_significance(report: Any, path: str | Path, signed: bool = True) -> Path:
-    """Local significance vs window centre, one line per cut (global Z in the legend)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 7))
-    for cut in report.cuts:
-        ok = cut.ok_windows
+def plot_local_significance(scans: Mapping[str, Any], path: str | Path) -> Path:
+    """Signed local significance vs window centre, one line per spectrum of ``{label:
+    SpectrumScan}`` (global Z in the legend)."""
+    curves = {}
+    for label, spectrum in scans.items():
+        ok = spectrum.ok_windows
         if not ok:
             continue
-        x = [w.centre for w in ok]
-        y = [w.z_signed if signed else w.z for w in ok]
-        label = cut.label
-        g = cut.global_significance
+        g = spectrum.global_significance
         if g is not None:
             label += rf" (global Z {'>' if g.is_bound else '='} {g.z:.2f})"
-        ax.plot(x, y, marker="o", ms=4, label=label)
-    ax.axhline(0, color="black", lw=1)
-    for z in (2, 3, 5):
-        ax.axhline(z, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel(r"signal-region centre $m_{jj}$ [GeV]")
-    ax.set_ylabel("local significance Z" + (" (signed)" if signed else ""))
-    ax.legend(fontsize="small")
-    _label(ax)
-    return _save(fig, plt, path)
+        curves[label] = ([w.centre for w in ok], [w.z_signed for w in ok])
+    return plot_local_significance_curves(curves, path)
+
+
+def plot_scan(result: Any, output: Path, title: str) -> list[Path]:
+    """The figures of a :class:`~adhunt.bumphunt.ScanResult`: per label the post-cut spectrum of
+    the best window with its sideband fit and pulls, local Z vs mjj for every label, and the SIC
+    curves of the best and the truth window when truth labels were given."""
+    from adhunt.performance import plot_sic
+
+    edges = np.asarray(result.edges, dtype=float)
+    paths: list[Path] = []
+    curves = {}
+    for label in result.config.labels:
+        summary = result.summaries[label]
+        best = result.best(label)
+        if best is not None and best[1].results[label].fit is not None:
+            res = best[1].results[label]
+            paths.append(
+                plot_fit(
+                    edges,
+                    best[1].counts[label],
+                    res.fit,
+                    output / f"spectrum_{label}.png",
+                    signal_region=(best[1].low, best[1].high),
+                    title=f"{title}, {label}: local Z = {res.z:.2f}",
+                )
+            )
+        z = np.array([w.z(label) for w in result.windows])
+        if np.isfinite(z).any():
+            name = label
+            g = summary.global_significance
+            if g is not None:
+                name += f" (global Z {'>' if g.is_bound else '='} {g.z:.2f})"
+            curves[name] = (np.array([w.centre for w in result.windows]), z)
+    if curves:
+        paths.append(
+            plot_local_significance_curves(
+                curves, output / "local_significance.png", title=f"{title}, per-window training"
+            )
+        )
+    rocs = {}
+    best = result.best()
+    if best is not None and best[1].roc is not None:
+        rocs[f"best window [{best[1].low:g}, {best[1].high:g}] ({best[0]})"] = best[1].roc
+    tw = result.truth_window
+    if tw is not None and tw.roc is not None and (best is None or tw is not best[1]):
+        rocs[f"truth window [{tw.low:g}, {tw.high:g}]"] = tw.roc
+    if rocs:
+        paths.append(plot_sic(rocs, output / "sic.png", title=f"{title}, k-fold, SR events"))
+    return paths
 
 
 def _save(fig: Any, plt: Any, path: str | Path) -> Path:

@@ -49,3 +49,17 @@ RESONANT_VARIABLE = "mjj"
 
 #: Default signal region of the LHCO R&D benchmark, GeV.
 DEFAULT_SIGNAL_REGION = (3300.0, 3700.0)
+
+#: Jet-mass features divided by mjj. QCD jet masses grow with the jet pT (m ~ pT R sqrt(alpha_s)),
+#: hence with mjj: a classifier of signal region vs sidebands learns that correlation and its cut
+#: sculpts a bump into whichever window it was trained on. m/mjj is nearly mjj-independent for QCD
+#: while a resonance's daughters stay sharp peaks in it. Computed, never stored: see
+#: :func:`adhunt.dijet.with_derived_features`.
+DERIVED_FEATURES: dict[str, tuple[str, str]] = {
+    "mj1_over_mjj": ("mj1", "mjj"),
+    "mj2_over_mjj": ("mj2", "mjj"),
+    "delta_mj_over_mjj": ("delta_mj", "mjj"),
+}
+
+#: Default inputs of the sliding-window scan: the standard features with the masses scaled by mjj.
+SCAN_FEATURES = ("mj1_over_mjj", "delta_mj_over_mjj", "tau21_j1", "tau21_j2")

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +133,122 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
     except OSError as err:
         raise ConnectionError(f"cannot reach dask scheduler {address}: {err}") from err
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain tasks (scan windows, toy batches) over the same executors
+
+
+class _ParquetTable:
+    """A table handed to process-pool tasks as a file: written once, read once per process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> Any:
+        return _load_cached(("parquet", self.path), lambda: _read_parquet(self.path))
+
+
+class _DaskTable:
+    """A table scattered to every Dask worker and published under ``name``; read once per
+    worker process from the worker's own copy (a lost worker's replacement fetches a replica)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load(self) -> Any:
+        def fetch() -> Any:
+            from distributed import get_client
+
+            return get_client().get_dataset(self.name).result()
+
+        return _load_cached(("dask", self.name), fetch)
+
+
+_TABLE_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _load_cached(key: tuple[str, str], load: Any) -> Any:
+    if key not in _TABLE_CACHE:
+        _TABLE_CACHE.clear()  # one scan at a time per process: keep memory bounded
+        _TABLE_CACHE[key] = load()
+    return _TABLE_CACHE[key]
+
+
+def _read_parquet(path: str) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+@dataclass
+class TaskPool:
+    """``map(fn, items)`` yields ``fn(item)`` in the order of ``items`` (as each completes);
+    ``share(table)`` returns what tasks should hold instead of a large table (an object with
+    ``load()``, or the table itself in-process). ``parallel`` is the number of tasks that run at
+    once, for sizing each task's threads."""
+
+    executor: str
+    parallel: int
+    map: Any
+    share: Any
+
+
+@contextlib.contextmanager
+def task_pool(config: ExecutorConfig) -> Iterator[TaskPool]:
+    """A :class:`TaskPool` on the configured executor; closes what it opened on exit."""
+    import os
+    import tempfile
+
+    if config.executor == "iterative":
+
+        def serial(fn: Any, items: Any) -> Iterator[Any]:
+            return (fn(item) for item in items)
+
+        yield TaskPool("iterative", 1, serial, lambda table: table)
+        return
+
+    if config.executor == "futures":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with (
+            tempfile.TemporaryDirectory(prefix="adhunt-tasks-") as tmp,
+            ProcessPoolExecutor(
+                max_workers=config.workers, mp_context=multiprocessing.get_context("spawn")
+            ) as pool,
+        ):
+            counter = [0]
+
+            def share_file(table: Any) -> _ParquetTable:
+                counter[0] += 1
+                path = os.path.join(tmp, f"table-{counter[0]}.parquet")
+                table.to_parquet(path, index=False)
+                return _ParquetTable(path)
+
+            yield TaskPool("futures", config.workers, pool.map, share_file)
+        return
+
+    with _dask_client(config) as client:
+        import uuid
+
+        published: list[str] = []
+
+        def share_dask(table: Any) -> _DaskTable:
+            name = f"adhunt-table-{uuid.uuid4().hex}"
+            future = client.scatter(table, broadcast=True, hash=False)
+            client.publish_dataset(future, name=name)
+            published.append(name)
+            return _DaskTable(name)
+
+        def dask_map(fn: Any, items: Any) -> Iterator[Any]:
+            futures = client.map(fn, list(items), pure=False)
+            return (f.result() for f in futures)
+
+        n = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        try:
+            yield TaskPool("dask", max(1, n), dask_map, share_dask)
+        finally:
+            for name in published:
+                with contextlib.suppress(Exception):
+                    client.unpublish_dataset(name)

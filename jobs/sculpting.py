@@ -68,56 +68,41 @@ def run_sculpting(
     *,
     datasets: list[str] | None = None,
     mode: str = "auto",
-    efficiencies: tuple[float, ...] = (0.1, 0.01, 0.001),
-    n_toys: int = 100,
-    seed: int = 0,
-    window_width: float = 400.0,
-    window_step: float = 100.0,
-    scan_range: tuple[float, float] | None = None,
-    fit_range: tuple[float, float] | None = None,
-    n_params: int = 4,
-    min_fit_events: float = 50.0,
+    config: Any | None = None,
     thresholds: Any | None = None,
     plots: bool = True,
     overwrite: bool = False,
 ) -> SculptingJobResult:
     """Sculpting check of ``model`` (a model directory or a fitted ``ResonantModel``) on the
     signal-free ``features`` (directory or DataFrame); writes ``sculpting.json`` and one spectrum
-    plot per cut. Cuts whose spectrum has too few events to be fit are reported as untestable; if
-    no cut can be tested a ``ValueError`` is raised. ``thresholds``: a ``SculptingConfig``.
+    plot per cut. ``config``: a :class:`adhunt.bumphunt.ScanConfig` (efficiencies, windows, fit
+    settings, toys, seed); ``thresholds``: a :class:`adhunt.bumphunt.SculptingConfig`.
     """
     import pandas as pd
 
     import adhunt
-    from adhunt.bumphunt import ScanConfig, SculptingConfig, check_sculpting
-    from adhunt.config import config_to_dict
-    from adhunt.fitting import FitError, fit_dijet
-    from adhunt.histograms import DEFAULT_MJJ_EDGES
-    from adhunt.jobs.scan import (
+    from adhunt.bumphunt import (
         NO_CUT,
-        ScanJobConfig,
-        cut_label,
-        has_truth,
-        mjj_histogram,
-        prepare_output,
+        ScanConfig,
+        SculptingConfig,
+        check_sculpting,
+        cut_spectra,
+        mjj_counts,
         resolve_fit_range,
-        sliding_windows,
-        sr_threshold,
         write_json,
     )
+    from adhunt.config import config_to_dict
+    from adhunt.jobs.scan import has_truth, prepare_output
     from adhunt.jobs.train import read_table
     from adhunt.models.base import ResonantModel
     from adhunt.plotting import plot_fit
 
     t0 = time.perf_counter()
-    # The scan's config validates efficiencies / ranges / toys with the same messages.
-    checked = ScanJobConfig(
-        efficiencies=efficiencies, n_toys=n_toys, seed=seed, window_width=window_width,
-        window_step=window_step, scan_range=scan_range, fit_range=fit_range, n_params=n_params,
-        min_fit_events=min_fit_events,
-    )  # fmt: skip
-    if checked.n_toys < 20:
-        raise ValueError(f"the sculpting check needs >= 20 toys (p-value uniformity), got {n_toys}")
+    cfg = config or ScanConfig()
+    if cfg.n_toys < 20:
+        raise ValueError(
+            f"the sculpting check needs >= 20 toys (p-value uniformity), got {cfg.n_toys}"
+        )
     thr = thresholds or SculptingConfig()
     model_dir = None
     if not isinstance(model, ResonantModel):
@@ -125,18 +110,13 @@ def run_sculpting(
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model directory not found: {model_dir}")
         model = ResonantModel.load(model_dir)
+    output = prepare_output(Path(output), overwrite)
     if isinstance(features, pd.DataFrame):
         data = features
         if datasets:
             data = data[data["dataset"].isin(datasets)].reset_index(drop=True)
     else:
         data = read_table(Path(features), datasets, "--features")
-    needed = [*model.input_columns, RESONANT_VARIABLE, "run", "event"]
-    missing = [c for c in needed if c not in data.columns]
-    if missing:
-        raise ValueError(
-            f"feature table lacks column(s) {missing} needed by the {model.method} model"
-        )
     if len(data) == 0:
         raise ValueError("feature table has no events")
     if has_truth(data) and (data["truth_label"] == 1).any():
@@ -153,91 +133,51 @@ def run_sculpting(
             f"no events in the model's signal region {model.region} GeV "
             f"(data mjj in [{mjj.min():.0f}, {mjj.max():.0f}] GeV)"
         )
-    output = prepare_output(Path(output), overwrite)
     scores = model.score(data, mode=used_mode)
     logger.info(
         "scored %d events with the %s model (%s mode), SR %s: %d events",
         len(data), model.method, used_mode, model.region, int(sr.sum()),
     )  # fmt: skip
-
-    rng = resolve_fit_range(checked.fit_range)
-    lo, hi = checked.scan_range or rng
-    windows = sliding_windows(max(lo, rng[0]), min(hi, rng[1]), window_width, window_step)
-    if not windows:
-        raise ValueError(f"no {window_width:g} GeV window fits into [{lo:g}, {hi:g}] GeV")
-    cuts: list[tuple[str, float, float | None, np.ndarray]] = [
-        (NO_CUT, 1.0, None, np.ones(len(data), dtype=bool))
-    ]
-    for eff in checked.efficiencies:
-        threshold, _ = sr_threshold(scores[sr], eff)
-        cuts.append((cut_label(eff), eff, threshold, scores >= threshold))
-
-    edges = np.asarray(DEFAULT_MJJ_EDGES, dtype=float)
-    entries, plot_paths = [], []
-    for i, (label, eff, threshold, passed) in enumerate(cuts):
-        h = mjj_histogram(mjj[passed])
-        cut_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        scan_cfg = ScanConfig(
-            windows=tuple(windows), fit_range=rng, n_params=n_params, min_events=min_fit_events,
-            n_toys=n_toys, seed=cut_seed,
-        )  # fmt: skip
-        entry: dict[str, Any] = {
-            "label": label,
-            "efficiency": eff,
-            "threshold": threshold,
+    edges = np.asarray(cfg.edges, dtype=float)
+    uncut = mjj_counts(mjj, edges)
+    fit_range, source = resolve_fit_range(edges, uncut, cfg)
+    cuts = cut_spectra(mjj, scores, (model.region.low, model.region.high), cfg.efficiencies, edges)
+    spectra = {NO_CUT: (edges, uncut), **{k: (edges, c.counts) for k, c in cuts.items()}}
+    report = check_sculpting(spectra, cfg, thr, fit_range=fit_range)
+    entries = []
+    plot_paths = []
+    for check, spectrum in zip(report.checks, report.scans, strict=True):
+        cut = cuts.get(check.label)
+        passed = np.ones(len(data), dtype=bool) if cut is None else cut.passed
+        entry = {
+            **check.to_dict(),
+            "status": "pass" if check.passed else "fail",
+            "efficiency": 1.0 if cut is None else cut.efficiency,
+            "threshold": None if cut is None else cut.threshold,
             "n_events": int(passed.sum()),
-            "n_sr": int(np.sum(passed & sr)),
             # Diagnostic: a cut that learnt mjj keeps far more of the SR than of the sidebands.
             "efficiency_sr": float(np.mean(passed[sr])),
             "efficiency_sb": float(np.mean(passed[sb])) if sb.any() else None,
-            "toy_seed": cut_seed,
+            "background_fit": spectrum.background.summary(),
+            "counts": spectrum.counts,
         }
-        fit = None
-        try:
-            fit = fit_dijet(h, scan_cfg.fit_config(), fit_range=rng)
-        except FitError as exc:  # too few events or bins: nothing to test
-            entry.update(status="untestable", passed=None, reasons=[str(exc)])
-        if fit is not None and not fit.valid:
-            # Enough events, but the smooth function cannot describe the post-cut spectrum.
-            entry.update(
-                status="fail",
-                passed=False,
-                fit_chi2_ndf=fit.chi2_ndf,
-                fit_p_value=fit.p_value,
-                reasons=[
-                    f"the dijet fit of the full post-cut spectrum does not converge ({fit.message}, "
-                    f"chi2/ndf {fit.chi2:.3g}/{fit.ndf})"
-                ],
-            )
-        elif fit is not None:
-            try:
-                check = check_sculpting({label: h}, scan_cfg, thr).checks[0]
-                entry.update(status="pass" if check.passed else "fail", **check.to_dict())
-            except (FitError, ValueError) as exc:  # e.g. no window with enough expected events
-                entry.update(status="untestable", passed=None, reasons=[str(exc)])
-        if entry["status"] == "untestable":
-            logger.warning("cut %s cannot be tested: %s", label, entry["reasons"][0])
-        entry["counts"] = np.asarray(h.values(), dtype=float)
         entries.append(entry)
-        if plots and fit is not None:
-            title = f"{model.method} {label}: {entry['status'].upper()}"
+        if plots:
+            title = f"{model.method} {check.label}: {entry['status'].upper()}"
             plot_paths.append(
-                plot_fit(edges, entry["counts"], fit, output / f"spectrum_{label}.png", title=title)
+                plot_fit(
+                    edges,
+                    spectrum.counts,
+                    spectrum.background.nominal,
+                    output / f"spectrum_{check.label}.png",
+                    title=title,
+                )
             )
-    tested = [e for e in entries if e["status"] != "untestable"]
-    if not any(e["label"] != NO_CUT for e in tested):
-        raise ValueError(
-            "no score cut could be tested: "
-            + "; ".join(
-                f"{e['label']}: {e['reasons'][0]}" for e in entries if e["status"] == "untestable"
-            )
-        )
-    passed_all = all(e["status"] == "pass" for e in tested)
-    _log_table(entries, passed_all)
-    report = {
+    _log_table(entries, report.passed)
+    out = {
         "command": "sculpting",
         "adhunt_version": adhunt.__version__,
-        "passed": passed_all,
+        "passed": report.passed,
         "model": {
             "dir": None if model_dir is None else str(model_dir),
             "method": model.method,
@@ -253,27 +193,19 @@ def run_sculpting(
             "mode": used_mode,
             "mode_requested": mode,
         },
-        "settings": {
-            "efficiencies": list(checked.efficiencies),
-            "n_toys": n_toys,
-            "seed": seed,
-            "window_width": window_width,
-            "window_step": window_step,
-            "scan_range": [lo, hi],
-            "fit_range": list(rng),
-            "n_params": n_params,
-            "min_fit_events": min_fit_events,
-            "thresholds": config_to_dict(thr),
-        },
+        "config": config_to_dict(cfg),
+        "thresholds": config_to_dict(thr),
+        "fit_range": list(fit_range),
+        "fit_range_source": source,
         "edges": list(edges),
         "cuts": entries,
         "plots": [p.name for p in plot_paths],
         "timing": {"total_s": time.perf_counter() - t0},
     }
-    json_path = write_json(output / "sculpting.json", report)
+    json_path = write_json(output / "sculpting.json", out)
     logger.info("wrote %s", json_path)
-    report = json.loads(json_path.read_text())
-    return SculptingJobResult(output, report, passed_all, json_path, tuple(plot_paths))
+    out = json.loads(json_path.read_text())
+    return SculptingJobResult(output, out, report.passed, json_path, tuple(plot_paths))
 
 
 def _log_table(entries: list[dict[str, Any]], passed: bool) -> None:
@@ -331,19 +263,17 @@ def sculpting(
     ] = False,
 ) -> None:
     """Check that the model's score cuts do not sculpt the mjj spectrum (exit 1 if they do)."""
-    from adhunt.jobs.scan import _pair
+    from adhunt.bumphunt import ScanConfig
     from adhunt.jobs.train import split_list
     from adhunt.models.artifact import ArtifactError
 
     try:
-        try:
-            effs = tuple(float(e) for e in efficiencies.split(",") if e.strip())
-        except ValueError:
-            raise ValueError(f"--efficiencies must be numbers, got {efficiencies!r}") from None
+        cfg = ScanConfig(
+            efficiencies=efficiencies, n_toys=toys, seed=seed, window_width=width,
+            window_step=step, scan_range=scan_range, fit_range=fit_range,
+        )  # fmt: skip
         result = run_sculpting(
-            features, model, output, datasets=split_list(datasets), mode=mode, efficiencies=effs,
-            n_toys=toys, seed=seed, window_width=width, window_step=step,
-            scan_range=_pair(scan_range, "range"), fit_range=_pair(fit_range, "fit_range"),
+            features, model, output, datasets=split_list(datasets), mode=mode, config=cfg,
             plots=not no_plots, overwrite=overwrite,
         )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, FileNotFoundError, ImportError) as exc:

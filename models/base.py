@@ -28,6 +28,7 @@ import pandas as pd
 
 import adhunt
 from adhunt.config import config_from_dict, config_to_dict
+from adhunt.dijet import with_derived_features
 from adhunt.models.artifact import ArtifactError, json_safe, load_artifact, save_artifact
 from adhunt.regions import SignalRegion, kfold_assignments, validation_mask
 from adhunt.schema import RESONANT_VARIABLE
@@ -304,6 +305,12 @@ class ResonantModel(ABC):
                     )
         return df
 
+    def _derive(self, df: Any) -> Any:
+        """Add the derived inputs (e.g. ``mj1_over_mjj``) this model needs; see the schema."""
+        if not isinstance(df, pd.DataFrame):
+            return df  # _validate reports the type
+        return with_derived_features(df, self.input_columns)
+
     def _blind(self, df: pd.DataFrame) -> pd.DataFrame:
         """Drop truth from what the method sees, unless it is the supervised reference."""
         if self.uses_truth or TRUTH_COLUMN not in df.columns:
@@ -330,7 +337,7 @@ class ResonantModel(ABC):
         progress: Callable[[int, int], None] | None = None,
     ) -> _M:
         """Train one model per fold. ``progress(done, total)`` is called after each fold."""
-        data = self._validate(data, "data", self._fit_columns())
+        data = self._validate(self._derive(data), "data", self._fit_columns())
         if len(data) == 0:
             raise ValueError("data: no events")
         if self.uses_truth:
@@ -345,7 +352,7 @@ class ResonantModel(ABC):
             if reference is None:
                 raise ValueError(f"{self.method} needs a reference (true background) sample")
             ref_cols = [c for c in self._fit_columns() if c != TRUTH_COLUMN]
-            reference = self._validate(reference, "reference", ref_cols)
+            reference = self._validate(self._derive(reference), "reference", ref_cols)
             if not self.region.in_sr(reference[RESONANT_VARIABLE]).any():
                 raise ValueError(f"reference: no events in the signal region {self.region}")
             reference = self._canonical_order(self._blind(reference))
@@ -429,7 +436,7 @@ class ResonantModel(ABC):
         if mode not in ("kfold", "ensemble"):
             raise ValueError(f"score mode must be 'kfold' or 'ensemble', got {mode!r}")
         cols = list(self.input_columns) + (list(ID_COLUMNS) if mode == "kfold" else [])
-        data = self._validate(data, "data to score", list(dict.fromkeys(cols)))
+        data = self._validate(self._derive(data), "data to score", list(dict.fromkeys(cols)))
         x = data[list(self.input_columns)].to_numpy(dtype=np.float64)
         out = np.zeros(len(data), dtype=np.float64)
         if len(data) == 0:

@@ -126,6 +126,7 @@ class FlowMethod(ResonantModel):
 
     def fit(self, data: pd.DataFrame, reference: pd.DataFrame | None = None, **kwargs: Any):
         """As `ResonantModel.fit`; the sideband flow is trained at the first fold and reused."""
+        data = self._derive(data)
         # Keep only what a flow may see: never the truth label.
         cols = [c for c in (*self.features, RESONANT_VARIABLE, "run", "event") if c in data]
         self._all_data = data[cols] if isinstance(data, pd.DataFrame) else None

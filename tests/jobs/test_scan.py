@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from adhunt.jobs.cli import app
-from adhunt.jobs.scan import SCAN_JSON_KEYS, ScanJobConfig, run_scan
+from adhunt.jobs.scan import SCAN_JSON_KEYS, run_scan
+from adhunt.bumphunt import ScanConfig as ScanJobConfig
 from adhunt.jobs.sculpting import run_sculpting
 from adhunt.models.base import ResonantModel
 from adhunt.schema import FEATURE_COLUMNS, STANDARD_FEATURES
