@@ -357,9 +357,7 @@ def test_background_envelope_matches_independent_alternative_fits():
     k = bf.n_params
     nominal = fit_dijet((edges, n), FitConfig(n_params=k), exclude=window)
     others = [fit_dijet((edges, n), FitConfig(n_params=k + 1), exclude=window)] if k < 5 else []
-    others.append(
-        fit_dijet((edges, n), FitConfig(n_params=min(k, 4), family="ua2"), exclude=window)
-    )
+    others.append(fit_dijet((edges, n), FitConfig(n_params=4, family="ua2"), exclude=window))
     b, sigma_fit, sigma_spur = bf.expected_sum(sr)
     b_ref, sigma_ref = nominal.expected_sum(sr)
     assert b == pytest.approx(b_ref, rel=1e-6) and sigma_fit == pytest.approx(sigma_ref, rel=1e-4)
@@ -408,23 +406,26 @@ def test_window_pulls_and_local_z_are_calibrated(truth):
     observed = fit_background((edges, mu))
     lo, hi = edges[:-1], edges[1:]
     rng = np.random.default_rng(12)
-    pulls, max_z, failed = [], [], 0
+    pulls, max_z, toys_with_failed_fit = [], [], 0
     for _ in range(30):
         n = rng.poisson(mu).astype(float)
-        zs = []
+        zs, failed = [], False
         for w in _toy_windows(edges):
             sr = (lo >= w[0]) & (hi <= w[1])
             bf = fit_background((edges, n), exclude=w, start=observed)
-            if bf.status != "ok":
-                failed += 1
+            if (
+                bf.status != "ok"
+            ):  # p < 0.01: the toy's whole spectrum is unlikely, many windows fail
+                failed = True
                 continue
             b, sigma_fit, sigma_spur = bf.expected_sum(sr)
             sigma = math.hypot(sigma_fit, sigma_spur)
             pulls.append((n[sr].sum() - b) / math.sqrt(b + sigma**2))
             zs.append(local_significance(n[sr].sum(), b, sigma).z)
         max_z.append(max(zs))
+        toys_with_failed_fit += failed
     pulls = np.array(pulls)
-    assert failed <= 0.03 * 30 * len(_toy_windows(edges)) + 1
+    assert toys_with_failed_fit <= 4  # ~1-3% expected of 30; P(>= 5) ~ 0.2%
     assert abs(pulls.mean()) < 0.15, pulls.mean()
     assert 0.8 < pulls.std() <= 1.1, pulls.std()
     assert np.mean(np.array(max_z) < 3.0) >= 0.9, np.sort(max_z)
