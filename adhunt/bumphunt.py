@@ -527,13 +527,23 @@ class WindowResult:
 
 
 def evaluate_window(
-    edges: np.ndarray, counts: np.ndarray, window: Window, config: ScanConfig
+    edges: np.ndarray,
+    counts: np.ndarray,
+    window: Window,
+    config: ScanConfig,
+    start: Mapping[int | str, Any] | None = None,
 ) -> WindowResult:
-    """Sideband fit + local significance of one window: the one code path for data and toys."""
+    """Sideband fit + local significance of one window: the one code path for data and toys.
+
+    ``start``: starting values of the fits (:meth:`BackgroundFit.starts` of the observed
+    spectrum), so that toy fits begin next to their minimum.
+    """
     if window.skip_reason is not None:
         return WindowResult(window.low, window.high, "skipped", window.skip_reason)
     try:
-        bg = fit_background((edges, counts), config.background_config(), mask=window.fit_bins)
+        bg = fit_background(
+            (edges, counts), config.background_config(), mask=window.fit_bins, start=start
+        )
     except FitError as exc:
         return WindowResult(window.low, window.high, "skipped", str(exc))
     nominal = bg.nominal
@@ -579,6 +589,7 @@ def _toy_z(
     config: ScanConfig,
     n_toys: int,
     seed: Sequence[int],
+    starts: Sequence[Mapping[int | str, Any] | None] | None = None,
 ) -> np.ndarray:
     """Signed local Z (n_toys, n_windows) of Poisson toys of ``mu`` scanned over ``windows``.
 
@@ -588,9 +599,10 @@ def _toy_z(
     rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
     toys = rng.poisson(mu, size=(n_toys, mu.size)).astype(float)
     z = np.full((n_toys, len(windows)), np.nan)
+    starts = list(starts) if starts is not None else [None] * len(windows)
     for i in range(n_toys):
         for j, w in enumerate(windows):
-            r = evaluate_window(edges, toys[i], w, config)
+            r = evaluate_window(edges, toys[i], w, config, starts[j])
             if r.status == "ok":
                 z[i, j] = r.z_signed
     return z
@@ -698,9 +710,10 @@ def scan_spectrum(
         logger.warning("spectrum %r: %s", label, note)
         return SpectrumScan(label, edges, counts, results, full, fit_range, seed, note=note)
     usable = [windows[j] for j in ok]
+    starts = [results[j].background.starts() for j in ok]
     # Toys in batches so that a mapper can spread them; each batch has its own seed.
     batches = _toy_batches(nt)
-    run = partial(_toy_batch, edges, full.nominal.expected(), usable, config, seed)
+    run = partial(_toy_batch, edges, full.nominal.expected(), usable, config, seed, starts)
     z_ok = np.concatenate(list((mapper or _serial)(run, batches)), axis=0)
     z = np.full((nt, len(windows)), np.nan)
     z[:, ok] = z_ok
@@ -721,10 +734,11 @@ def _toy_batch(
     windows: Sequence[Window],
     config: ScanConfig,
     seed: Sequence[int],
+    starts: Sequence[Mapping[int | str, Any]],
     batch: tuple[int, int],
 ) -> np.ndarray:
     index, size = batch
-    return _toy_z(edges, mu, windows, config, size, (*seed, index))
+    return _toy_z(edges, mu, windows, config, size, (*seed, index), starts)
 
 
 def _serial(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -1004,12 +1018,14 @@ def _window_cuts(
 
 
 def _cut_window_toys(
-    edges: np.ndarray, config: ScanConfig, item: tuple[int, int, Window, np.ndarray]
+    edges: np.ndarray, config: ScanConfig, item: tuple[int, int, Window, BackgroundFit]
 ) -> np.ndarray:
     """Independent toys of one window's post-cut spectrum (drawn from its sideband fit)."""
-    label_index, window_index, window, mu = item
+    label_index, window_index, window, fit = item
     seed = (config.seed, 1, label_index, window_index)
-    return _toy_z(edges, mu, [window], config, config.n_toys, seed)[:, 0]
+    return _toy_z(edges, fit.expected(), [window], config, config.n_toys, seed, [fit.starts()])[
+        :, 0
+    ]
 
 
 def scan(
@@ -1093,10 +1109,7 @@ def scan(
         glob = None
         ok = [(j, ws) for j, ws in enumerate(windows) if ws.results[label].status == "ok"]
         if cfg.n_toys > 0 and ok:
-            items = [
-                (index, j, usable[j], ws.results[label].background.nominal.expected())
-                for j, ws in ok
-            ]
+            items = [(index, j, usable[j], ws.results[label].background) for j, ws in ok]
             cols = list(run_map(partial(_cut_window_toys, edges, cfg), items))
             toy_max = _row_max(np.clip(np.stack(cols, axis=1), 0.0, None))
             try:
@@ -1126,6 +1139,8 @@ def scan(
 
 class _TimedScorer:
     """``score_window`` with its wall time, picklable for process pools and Dask."""
+
+    __name__ = "scan_window"  # names the tasks on a Dask dashboard
 
     def __init__(self, score_window: Callable[[tuple[float, float]], np.ndarray]) -> None:
         self.score_window = score_window

@@ -185,6 +185,7 @@ def run_scan(
     import adhunt
     from adhunt.bumphunt import scan as core_scan
     from adhunt.config import config_to_dict
+    from adhunt.dijet import with_derived_features
     from adhunt.jobs.executors import ExecutorConfig, task_pool
     from adhunt.models.registry import get_method
     from adhunt.models.windows import method_config, window_scorer
@@ -203,6 +204,7 @@ def run_scan(
     output = prepare_output(Path(output), overwrite)
     data, reference, info = load_inputs(features, cfg, reference)
     _check_columns(data, cfg)
+    data = with_derived_features(data, cfg.features)  # once, not in every window task
     if cls.uses_truth and not has_truth(data):
         raise ValueError(f"method {cfg.method!r} needs truth_label 0/1 on every event")
     truth = data["truth_label"].to_numpy().astype(np.int64) if has_truth(data) else None
