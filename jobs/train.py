@@ -101,6 +101,7 @@ def run_train(
 
     columns = [*features, "mjj"]
     data = read_table(features_dir, datasets, "--features", columns)
+    used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
     injection, truth_counts = None, None
     if inject is not None:
         signal = read_table(signal_dir, signal_datasets, "--signal", columns)
@@ -127,7 +128,7 @@ def run_train(
     )  # fmt: skip
     model.fit(data, reference, progress=progress)
     record = make_provenance(
-        "train", features_dir, datasets or sorted(set(data["dataset"])), injection=injection,
+        "train", features_dir, used_datasets, injection=injection,
         reference=reference_dir, reference_datasets=reference_datasets,
         n_reference=None if reference is None else len(reference), truth_counts=truth_counts,
         config=config_to_dict(config),
