@@ -195,6 +195,19 @@ def is_chunk_directory(path: str | Path) -> bool:
     return any(_STRICT_CHUNK_RE.match(p.name) for p in root.glob("*/*.parquet"))
 
 
+def is_chunk_dataset_directory(path: str | Path) -> bool:
+    """True for one dataset's directory inside an ``adhunt features`` output (chunk-named files).
+
+    Reading ``features/qcd`` alone must keep the same protection as reading ``features``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    if (root.parent / FEATURES_CONFIG_NAME).is_file():
+        return True
+    return any(_STRICT_CHUNK_RE.match(p.name) for p in root.glob("*.parquet"))
+
+
 def table_files(path: str | Path) -> list[Path]:
     """The parquet files a foreign table consists of, in the order of their relative paths."""
     root = Path(path)
@@ -284,9 +297,17 @@ def read_table(
     """
     root = Path(path)
     wanted = None if datasets is None else list(datasets)
-    if is_chunk_directory(root):
+    chunks = is_chunk_directory(root)
+    if chunks or is_chunk_dataset_directory(root):
         try:
-            frame = read_features(root, wanted)
+            if chunks:
+                frame = read_features(root, wanted)
+            else:  # one dataset of a chunk directory: its name is the dataset's
+                if wanted is not None and wanted != [root.name]:
+                    raise FeatureTableError(
+                        f"{root} holds only dataset {root.name!r}, asked for {wanted}"
+                    )
+                frame = read_features(root.parent, [root.name])
         except FeatureTableError as err:
             raise FeatureTableError(f"{what}: {err}") from err
         needed = list(dict.fromkeys([RESONANT_VARIABLE, *(columns or ())]))

@@ -138,3 +138,14 @@ def test_features_config_marks_a_chunk_directory(tmp_path):
     (tmp_path / "features_config.json").write_text(json.dumps({"features": {}}))
     with pytest.raises(FeatureTableError, match="unexpected file"):
         read_table(tmp_path)
+
+
+def test_one_dataset_of_a_chunk_directory_keeps_the_protection(tmp_path):
+    frame = adhunt_chunks(tmp_path, "qcd")
+    adhunt_chunks(tmp_path, "wprime")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "qcd"), frame, check_dtype=False)
+    write_chunk(frame.iloc[:7], tmp_path, chunk_filename("qcd", "f.root", 0, 7))
+    with pytest.raises(FeatureTableError, match="overlapping chunks"):
+        read_table(tmp_path / "qcd")
+    with pytest.raises(FeatureTableError, match="holds only dataset 'wprime'"):
+        read_table(tmp_path / "wprime", ["qcd"])

@@ -29,6 +29,7 @@ from adhunt.histograms import (
     efficiency_edges,
     efficiency_fill_values,
     make_inference_histogram,
+    read_histogram_json,
     root_cut_name,
     thresholds_from_scores,
 )
@@ -398,6 +399,9 @@ def test_dask_worker_killed_mid_run(
 
 def test_outputs_read_back(iterative, models):
     paths = iterative.paths
+    portable = read_histogram_json(paths["histograms"])  # the file that needs no pickle
+    _same(portable, iterative.histogram)
+    assert portable.metadata["thresholds"] == iterative.thresholds
     with open(paths["pickle"], "rb") as f:
         h = pickle.load(f)
     _same(h, iterative.histogram)
