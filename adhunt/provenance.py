@@ -13,7 +13,7 @@ The record sits in a saved model's ``extra["provenance"]`` (plain JSON in ``mode
     record = read_provenance(model)                          # the one reader (None if absent)
 
 Which events a model trained on is not a property of a table path (tables get rewritten, a
-DataFrame has no path) but of the events themselves: a fitted model keeps the sorted 64-bit hashes
+DataFrame has no path) but of the events themselves: a fitted model keeps the sorted 32-bit hashes
 of its training events' ``(run, event)`` keys (:func:`training_key_set`, stored with the weights
 by ``models.base.ResonantModel``). :func:`score_auto` uses them to score each event k-fold if the
 model trained on it and with the ensemble of all folds otherwise. Reference (true-background)
@@ -282,19 +282,24 @@ def rebuild_training_table(
 # --------------------------------------------------------------------------------------------
 
 
-def training_key_set(run: Any, event: Any) -> np.ndarray:
-    """Sorted unique 64-bit hashes of ``(run, event)``: a compact, exact-enough set of events.
+def _key_hashes(run: Any, event: Any) -> np.ndarray:
+    h = event_hash(np.asarray(run), np.asarray(event), 0, salt=_KEY_SALT)
+    return (h >> np.uint64(32)).astype(np.uint32)
 
-    A hash collision (p ~ n^2 / 2^65) can only mark an unseen event as seen, which scores it
-    k-fold: never biased.
+
+def training_key_set(run: Any, event: Any) -> np.ndarray:
+    """Sorted unique 32-bit hashes of ``(run, event)``: 4 bytes per training event.
+
+    A collision can only mark an unseen event as seen (probability ~ n / 2^32 per event, 2.6e-4
+    for the 1.1M LHCO events), which scores it k-fold: never biased, only slightly noisier.
     """
-    return np.unique(event_hash(np.asarray(run), np.asarray(event), 0, salt=_KEY_SALT))
+    return np.unique(_key_hashes(run, event))
 
 
 def in_key_set(keys: np.ndarray, run: Any, event: Any) -> np.ndarray:
     """Boolean mask: which ``(run, event)`` are in a :func:`training_key_set`."""
-    hashes = event_hash(np.asarray(run), np.asarray(event), 0, salt=_KEY_SALT)
-    keys = np.asarray(keys, dtype=np.uint64)
+    hashes = _key_hashes(run, event)
+    keys = np.asarray(keys, dtype=np.uint32)
     if keys.size == 0:
         return np.zeros(hashes.shape, dtype=bool)
     pos = np.clip(np.searchsorted(keys, hashes), 0, keys.size - 1)

@@ -248,7 +248,7 @@ class ResonantModel(ABC):
         self.training: dict[str, Any] = {}
         #: Free-form record saved with the model (e.g. provenance from the train job).
         self.extra: dict[str, Any] = {}
-        #: Sorted hashes of the (run, event) keys of the training events (None: not recorded).
+        #: Sorted 32-bit hashes of the (run, event) keys of the training events (None: not recorded).
         self.training_keys: np.ndarray | None = None
 
     # ----- the hook -------------------------------------------------------------------------
@@ -500,7 +500,7 @@ class ResonantModel(ABC):
             tensors.update(prefixed(f"fold{k}", model.tensors()))
             folds.append({"kind": model.kind, "metadata": json_safe(model.metadata())})
         if self.training_keys is not None:
-            tensors[TRAINING_KEYS_TENSOR] = np.asarray(self.training_keys, dtype=np.uint64)
+            tensors[TRAINING_KEYS_TENSOR] = np.asarray(self.training_keys, dtype=np.uint32)
         metadata = self.describe()
         metadata["folds"] = folds
         if extra is not None:
@@ -542,7 +542,7 @@ class ResonantModel(ABC):
         obj.training = dict(meta.get("training") or {})
         obj.extra = dict(meta.get("extra") or {})
         keys = tensors.get(TRAINING_KEYS_TENSOR)
-        obj.training_keys = None if keys is None else np.asarray(keys, dtype=np.uint64)
+        obj.training_keys = None if keys is None else np.asarray(keys, dtype=np.uint32)
         return obj
 
     def __repr__(self) -> str:

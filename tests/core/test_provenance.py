@@ -69,7 +69,7 @@ def test_key_set_membership():
     mask = in_key_set(keys, run, event)
     assert mask.tolist() == [i % 2 == 0 for i in range(1000)]
     assert not in_key_set(keys, np.full(1000, 4), event).any()  # another run: unseen
-    assert not in_key_set(np.array([], dtype=np.uint64), run, event).any()
+    assert not in_key_set(np.array([], dtype=np.uint32), run, event).any()
 
 
 class _Stub:
