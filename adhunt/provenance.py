@@ -73,7 +73,7 @@ class ProvenanceError(ValueError):
 class Injection:
     """Signal events added to the training table: rebuilt by ``inject_signal(..., n, seed)``."""
 
-    signal: str | None  # parquet file or directory of the signal table (None: a DataFrame)
+    signal_dir: str | None  # parquet file or directory of the signal table (None: a DataFrame)
     n_injected: int
     seed: int
     signal_datasets: tuple[str, ...] | None = None
@@ -85,10 +85,12 @@ class Provenance:
     """The training data of a saved model (see the module doc)."""
 
     command: str  # "train" or "scan"
-    features: str | None  # feature table read (file or directory); None: an in-memory DataFrame
+    # The feature table read: a parquet file or a directory (the ``_dir`` names are those of the
+    # first records, kept so that every earlier reader finds them); None: an in-memory DataFrame.
+    features_dir: str | None
     datasets: tuple[str, ...] | None = None  # datasets of it that were used (None: all)
     injection: Injection | None = None
-    reference: str | None = None  # true-background table (iad)
+    reference_dir: str | None = None  # true-background table (iad)
     reference_datasets: tuple[str, ...] | None = None
     n_reference: int | None = None
     truth_counts: dict[str, Any] | None = None  # SR signal/background counts when truth is known
@@ -120,27 +122,27 @@ class Provenance:
     def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
         """Inverse of :meth:`to_dict`; also reads the untyped records of earlier versions.
 
-        Earlier ``train`` wrote ``features_dir``/``reference_dir``/``injection.signal_dir``,
-        earlier ``scan`` wrote ``features`` (``"<DataFrame>"`` for a frame): both are mapped
-        onto the typed fields, so models saved before the record existed stay usable.
+        Earlier ``train`` wrote the same names untyped (injection counts at the top level of
+        ``injection``), earlier ``scan`` wrote ``features`` (``"<DataFrame>"`` for a frame):
+        both are mapped onto the typed fields, so models saved before the record stay usable.
         """
         if not isinstance(data, Mapping):
             raise ProvenanceError(f"provenance must be a mapping, got {type(data).__name__}")
         d = dict(data)
-        features = d.get("features", d.get("features_dir"))
+        features = d.get("features_dir", d.get("features"))
         if features == "<DataFrame>":
             features = None
         inj = d.get("injection")
         injection = None
         if inj:
-            signal = inj.get("signal", inj.get("signal_dir"))
+            signal = inj.get("signal_dir", inj.get("signal"))
             counts = {
                 k: v
                 for k, v in (inj.get("counts") or inj).items()
                 if k not in ("signal", "signal_dir", "signal_datasets", "n_injected", "seed")
             }
             injection = Injection(
-                signal=None if signal in (None, "<DataFrame>") else str(signal),
+                signal_dir=None if signal in (None, "<DataFrame>") else str(signal),
                 n_injected=int(inj["n_injected"]),
                 seed=int(inj["seed"]),
                 signal_datasets=_tuple(inj.get("signal_datasets")),
@@ -149,10 +151,10 @@ class Provenance:
         try:
             return cls(
                 command=str(d.get("command", "train")),
-                features=None if features is None else str(features),
+                features_dir=None if features is None else str(features),
                 datasets=_tuple(d.get("datasets")),
                 injection=injection,
-                reference=d.get("reference", d.get("reference_dir")),
+                reference_dir=d.get("reference_dir", d.get("reference")),
                 reference_datasets=_tuple(d.get("reference_datasets")),
                 n_reference=d.get("n_reference"),
                 truth_counts=d.get("truth_counts"),
@@ -166,9 +168,9 @@ class Provenance:
 
     def same_table(self, path: str | Path, datasets: Iterable[str] | None = None) -> bool:
         """Whether ``path`` (and ``datasets``) name the table this model was trained on."""
-        if self.features is None:
+        if self.features_dir is None:
             return False
-        if Path(self.features).resolve() != Path(path).resolve():
+        if Path(self.features_dir).resolve() != Path(path).resolve():
             return False
         return (
             datasets is None or self.datasets is None or sorted(datasets) == sorted(self.datasets)
@@ -204,12 +206,13 @@ def make_provenance(
 ) -> Provenance:
     """The record of a training run; ``features``/``reference``: a path or a DataFrame.
 
-    ``injection``: an :class:`Injection` or a mapping with ``signal`` (path or frame),
+    ``injection``: an :class:`Injection` or a mapping with ``signal`` (path or frame; or
+    ``signal_dir``),
     ``n_injected``, ``seed`` and optionally ``signal_datasets`` and ``counts``.
     """
     if isinstance(injection, Mapping):
         injection = Injection(
-            signal=_source(injection.get("signal")),
+            signal_dir=_source(injection.get("signal_dir", injection.get("signal"))),
             n_injected=int(injection["n_injected"]),
             seed=int(injection["seed"]),
             signal_datasets=_tuple(injection.get("signal_datasets")),
@@ -217,10 +220,10 @@ def make_provenance(
         )
     return Provenance(
         command=command,
-        features=_source(features),
+        features_dir=_source(features),
         datasets=_tuple(None if datasets is None else sorted(datasets)),
         injection=injection,
-        reference=_source(reference),
+        reference_dir=_source(reference),
         reference_datasets=_tuple(reference_datasets),
         n_reference=None if n_reference is None else int(n_reference),
         truth_counts=None if truth_counts is None else dict(truth_counts),
@@ -260,18 +263,18 @@ def rebuild_training_table(
     from adhunt.injection import inject_signal
     from adhunt.tables import BOOKKEEPING_COLUMNS, read_table
 
-    if record.features is None:
+    if record.features_dir is None:
         raise ProvenanceError(
             f"{what}: the model was trained on an in-memory table, not a file; give the table"
         )
     columns = list(dict.fromkeys([*columns, "mjj"]))
     used = list(datasets) if datasets is not None else record.datasets
-    table = read_table(record.features, used, columns, what=what)
+    table = read_table(record.features_dir, used, columns, what=what)
     if record.injection is not None:
         inj = record.injection
-        if inj.signal is None:
+        if inj.signal_dir is None:
             raise ProvenanceError(f"{what}: the injected signal was an in-memory table")
-        signal = read_table(inj.signal, inj.signal_datasets, columns, what=f"{what} (signal)")
+        signal = read_table(inj.signal_dir, inj.signal_datasets, columns, what=f"{what} (signal)")
         keep = [c for c in dict.fromkeys([*BOOKKEEPING_COLUMNS[:3], *columns, "truth_label"])]
         table = inject_signal(table[keep], signal[keep], inj.n_injected, inj.seed)
     return table

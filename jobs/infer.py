@@ -179,7 +179,7 @@ def _reference_table(
         info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
     else:
         record = read_provenance(model)
-        if record is None or record.features is None:
+        if record is None or record.features_dir is None:
             raise InferenceError(
                 f"model {name!r} does not record a feature table it was trained on; "
                 "give a reference sample with --reference FEATURE_TABLE"
@@ -191,11 +191,11 @@ def _reference_table(
         except ProvenanceError as err:
             raise InferenceError(f"{err}; give a reference sample with --reference") from err
         used = datasets or (None if record.datasets is None else list(record.datasets))
-        info.update(source=record.features, datasets=used, origin="model training provenance")
+        info.update(source=record.features_dir, datasets=used, origin="model training provenance")
         if record.injection is not None:
             inj = record.injection
             info["injection"] = {
-                "signal": inj.signal, "n_injected": inj.n_injected, "seed": inj.seed,
+                "signal": inj.signal_dir, "n_injected": inj.n_injected, "seed": inj.seed,
             }  # fmt: skip
     if selection == "sr":
         table = table[model.region.in_sr(table["mjj"].to_numpy())].reset_index(drop=True)

@@ -28,13 +28,13 @@ def test_record_round_trip_through_the_writer_and_reader(tmp_path):
     extra = provenance_extra(record)
     back = read_provenance(extra)
     assert back == record
-    assert back.features == str(tmp_path / "features") and back.reference is None
+    assert back.features_dir == str(tmp_path / "features") and back.reference_dir is None
     assert back.injection == Injection(str(tmp_path / "sig"), 300, 4, None, {"n_signal_sr": 250})
     assert back.same_table(tmp_path / "features", ["qcd"])
     assert not back.same_table(tmp_path / "features", ["wprime"])
     assert read_provenance({}) is None
     in_memory = make_provenance("train", pd.DataFrame({"mjj": [1.0]}))
-    assert in_memory.features is None and not in_memory.same_table(tmp_path)
+    assert in_memory.features_dir is None and not in_memory.same_table(tmp_path)
 
 
 def test_earlier_untyped_records_are_read():
@@ -45,17 +45,17 @@ def test_earlier_untyped_records_are_read():
         "reference_dir": "/data/ref", "n_reference": 4000, "config": {"backend": "hgb"},
     }  # fmt: skip
     record = read_provenance({"provenance": train_v0})
-    assert record.features == "/data/qcd" and record.reference == "/data/ref"
-    assert record.injection.signal == "/data/sig" and record.injection.n_injected == 600
+    assert record.features_dir == "/data/qcd" and record.reference_dir == "/data/ref"
+    assert record.injection.signal_dir == "/data/sig" and record.injection.n_injected == 600
     assert record.injection.signal_datasets == ("wprime",)
     assert record.injection.counts == {"n_signal_sr": 500, "n_events": 10600}
     scan_v0 = {"command": "scan", "features": "/data/qcd", "datasets": ["qcd"],
                "injection": {"signal_dir": "/data/sig", "n_injected": 600, "seed": 1}}  # fmt: skip
     record = read_provenance({"provenance": scan_v0})
-    assert record.command == "scan" and record.features == "/data/qcd"
+    assert record.command == "scan" and record.features_dir == "/data/qcd"
     assert record.injection.seed == 1
     frame_v0 = {"command": "scan", "features": "<DataFrame>"}
-    assert read_provenance({"provenance": frame_v0}).features is None
+    assert read_provenance({"provenance": frame_v0}).features_dir is None
     with pytest.raises(ProvenanceError, match="command"):
         Provenance.from_dict({"command": "demo"})
     with pytest.raises(ProvenanceError, match="version"):

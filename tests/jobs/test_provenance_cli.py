@@ -90,7 +90,7 @@ def legacy_scan_writer(tables, output):
 def test_every_reader_accepts_every_writer(writer, tables, tmp_path):
     model = writer(tables, tmp_path / "model")
     record = read_provenance(model)
-    assert record is not None and record.features == str(tables["bkg"])
+    assert record is not None and record.features_dir == str(tables["bkg"])
     n_trained = model.training["n_events"]
 
     # infer: thresholds calibrated on the model's own training table (with its injection)
@@ -112,7 +112,7 @@ def test_every_reader_accepts_every_writer(writer, tables, tmp_path):
     summary = run_evaluate([tmp_path / "model"], tables["test"], tmp_path / "eval",
                            min_background=5, all_mjj=True)  # fmt: skip
     entry = summary["models"]["cwola"]
-    assert entry["provenance"]["features"] == str(tables["bkg"])
+    assert entry["provenance"]["features_dir"] == str(tables["bkg"])
     assert entry["score_modes"] == {"kfold": 0, "ensemble": 1700}
 
 

@@ -84,9 +84,9 @@ def test_train_score_evaluate(dirs, tmp_path):
     )
     assert model.config.n_ensemble == 1 and model.config.hgb_max_iter == 40  # from --config
     record = read_provenance(model)
-    assert record.command == "train" and record.features == str(dirs["train"])
+    assert record.command == "train" and record.features_dir == str(dirs["train"])
     assert record.injection.n_injected == 300 and record.injection.counts["n_signal_sr"] > 200
-    assert record.injection.signal == str(dirs["signal"])
+    assert record.injection.signal_dir == str(dirs["signal"])
     assert ResonantModel.load(iad).config.backend == "mlp"
 
     # score (default auto): an independent test table gets the ensemble of the folds
