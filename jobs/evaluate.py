@@ -3,9 +3,10 @@
 Each model is evaluated in its own signal region on the test events with truth 0 or 1 (unknown
 -1 events are left out and counted). The default ``auto`` mode scores test events a model trained
 on k-fold and the others with the ensemble (:func:`adhunt.provenance.score_auto`); the summary
-records how many events got each mode and where the model's training data came from. Writes ``summary.json`` (AUC, max SIC with its minimum
-background count, background rejection at fixed signal efficiency, thinned curves, and each model's
-description) and ``sic.png`` (SIC versus signal efficiency for all models).
+records how many events got each mode and where the model's training data came from. Writes
+``summary.json`` (AUC, max SIC with its minimum background count, background rejection at fixed
+signal efficiency, thinned curves, and each model's description) and ``sic.png`` (SIC versus
+signal efficiency for all models).
 """
 
 from __future__ import annotations
