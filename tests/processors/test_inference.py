@@ -473,7 +473,7 @@ def test_feature_list_mismatch(fileset_path, table, features_dir, tmp_path):
 
 def test_reference_errors(fileset_path, models, table, tmp_path):
     one = {"cwola_a": models["cwola_a"]}
-    with pytest.raises(ValueError, match=r"--reference: feature directory not found"):
+    with pytest.raises(ValueError, match=r"--reference: feature table not found"):
         run_infer(fileset_path, one, tmp_path / "o", reference=tmp_path / "nope")
     outside = table[~WINDOW.in_sr(table["mjj"].to_numpy())]
     write_chunk(outside, tmp_path / "sb", "qcd/sb_000000000000-000000000001.parquet")
