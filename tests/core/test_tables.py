@@ -149,3 +149,16 @@ def test_one_dataset_of_a_chunk_directory_keeps_the_protection(tmp_path):
         read_table(tmp_path / "qcd")
     with pytest.raises(FeatureTableError, match="holds only dataset 'wprime'"):
         read_table(tmp_path / "wprime", ["qcd"])
+
+
+def test_default_keys_do_not_depend_on_which_level_is_read(tmp_path):
+    """Train on a directory, score one of its subdirectories or files: same (run, event) keys, so
+    the model recognises the events it trained on."""
+    (tmp_path / "qcd").mkdir()
+    foreign(4, 1).to_parquet(tmp_path / "qcd" / "part-0.parquet")
+    foreign(3, 2).to_parquet(tmp_path / "qcd" / "part-1.parquet")
+    whole = read_table(tmp_path)
+    keys = ["dataset", "run", "event"]
+    pd.testing.assert_frame_equal(read_table(tmp_path / "qcd")[keys], whole[keys])
+    one = read_table(tmp_path / "qcd" / "part-1.parquet")
+    assert one[["run", "event"]].values.tolist() == whole[["run", "event"]].values[4:].tolist()
