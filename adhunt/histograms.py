@@ -21,12 +21,20 @@ Storage is ``hist.storage.Weight()``: every event has weight 1 here, so values a
 counts (sums of 1.0 in float64 are exact far beyond any sample size) and variances equal values;
 Weight rather than Double so that weighted datasets (cross-section scaled simulation) keep correct
 errors in the same histogram type.
+
+On disk the histogram is written as ``histograms.json``: hist's own serialisation (the UHI JSON
+schema of ``hist.serialization``, readable without pickle and without adhunt by any UHI reader),
+through :func:`write_histogram_json` and read back by :func:`read_histogram_json` (axes, flow
+bins, values, variances and the metadata with the score thresholds).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,17 +73,23 @@ __all__ = [
     "DEFAULT_EFFICIENCIES",
     "DEFAULT_FIT_RANGE",
     "DEFAULT_MJJ_EDGES",
+    "HISTOGRAM_JSON_NAME",
     "NO_CUT_LABEL",
     "cut_label",
     "cut_spectra",
     "efficiency_edges",
     "efficiency_fill_values",
     "make_inference_histogram",
+    "read_histogram_json",
     "root_cut_name",
     "thresholds_from_scores",
     "validate_efficiencies",
     "validate_mjj_edges",
+    "write_histogram_json",
 ]
+
+#: File name of the portable histogram file written by ``adhunt infer``.
+HISTOGRAM_JSON_NAME = "histograms.json"
 
 
 def validate_efficiencies(efficiencies: Iterable[float]) -> tuple[float, ...]:
@@ -255,3 +269,30 @@ def cut_spectra(
         bins = np.flatnonzero(edges[1:] <= e * (1 + 1e-9)) + underflow
         result[cut_label(float(e))] = spectrum(bins)
     return result
+
+
+def write_histogram_json(h: hist.Hist, path: str | Path) -> Path:
+    """Write ``h`` as UHI JSON (``hist.serialization.to_uhi``), atomically; returns the path."""
+    from hist import serialization
+    from uhi.io import json as uhi_json
+
+    path = Path(path)
+    text = json.dumps(serialization.to_uhi(h), default=uhi_json.default, allow_nan=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_histogram_json(path: str | Path) -> hist.Hist:
+    """The ``hist.Hist`` of a file written by :func:`write_histogram_json` (no pickle involved)."""
+    import hist
+    from hist import serialization
+    from uhi.io import json as uhi_json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(), object_hook=uhi_json.object_hook)
+        return hist.Hist(serialization.from_uhi(data))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a histogram JSON file written by adhunt ({err})") from err

@@ -50,12 +50,16 @@ def inject_signal(
             f"background table contains {n_bad} event(s) with truth_label == 1; "
             "split signal from background before injecting"
         )
-    if TRUTH in signal.columns and (signal[TRUTH] != 1).any():
+    # A table without truth labels (all -1, unknown: adhunt.tables' default) is signal by its role.
+    unlabelled = TRUTH in signal.columns and bool((signal[TRUTH] == -1).all())
+    if TRUTH in signal.columns and not unlabelled and (signal[TRUTH] != 1).any():
         n_bad = int((signal[TRUTH] != 1).sum())
         raise ValueError(f"signal table contains {n_bad} event(s) with truth_label != 1")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(signal), size=n_signal, replace=False))
     picked = signal.iloc[rows][list(background.columns)]
+    if unlabelled and TRUTH in picked.columns:
+        picked = picked.assign(**{TRUTH: np.ones(len(picked), dtype=picked[TRUTH].dtype)})
     out = pd.concat([background, picked], ignore_index=True)
     log.info(
         "injected %d of %d signal events into %d background events",

@@ -212,3 +212,133 @@ def convert_lhco(
     write_fileset(output_dir / FILESET_NAME, {name: fileset_entry(paths, metadata)}, update=True)
     log.info("converted %d events of %s into %d file(s)", counters["n_events"], path, len(paths))
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# The LHCO pre-computed features table (events_anomalydetection_v2.features.h5 and the like)
+# --------------------------------------------------------------------------------------------
+
+#: Per-jet columns of the LHCO features table (jet j in 1, 2), then the optional truth label.
+LHCO_JET_FIELDS = ("px", "py", "pz", "m", "tau1", "tau2", "tau3")
+LHCO_FEATURE_COLUMNS = tuple(f"{f}j{j}" for j in (1, 2) for f in LHCO_JET_FIELDS)
+LHCO_LABEL_COLUMN = "label"
+
+
+def lhco_features_to_table(
+    frame: Any, dataset: str, run: int = LHCO_RUN, first_row: int = 0, source: str = "input"
+) -> Any:
+    """adhunt feature rows from rows of the LHCO features table (one pandas DataFrame).
+
+    The two jets go through :func:`adhunt.dijet.dijet_features`, the same code path as the
+    feature processor (mjj from the summed four-vectors, jets re-ordered by mass, tau ratios), so a
+    converted table means what an ``adhunt features`` table means. The jet with the larger pT is
+    passed as the leading one (the tie-break of equal masses). ``event`` = 1-based row number
+    (``first_row`` is the 0-based row of the first one), as in :func:`convert_lhco`, so the same
+    event gets the same (run, event) through either conversion; no label column -> truth -1.
+    """
+    from adhunt.dijet import dijet_features
+    from adhunt.tables import make_feature_frame
+
+    missing = [c for c in LHCO_FEATURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: the LHCO features table lacks column(s) {missing} "
+            f"(expected {list(LHCO_FEATURE_COLUMNS)} and optionally {LHCO_LABEL_COLUMN!r})"
+        )
+    values = frame[list(LHCO_FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+    rows = np.arange(first_row, first_row + len(frame))
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{source}: non-finite values in row(s) {rows[bad][:10].tolist()}")
+    jets = []
+    for j in (1, 2):
+        col = {f: frame[f"{f}j{j}"].to_numpy(dtype=np.float64) for f in LHCO_JET_FIELDS}
+        if (col["m"] < 0).any():
+            raise ValueError(
+                f"{source}: negative mj{j} in row(s) {rows[col['m'] < 0][:10].tolist()}"
+            )
+        energy = np.sqrt(col["px"] ** 2 + col["py"] ** 2 + col["pz"] ** 2 + col["m"] ** 2)
+        four = {"px": col["px"], "py": col["py"], "pz": col["pz"], "E": energy}
+        taus = np.stack([col["tau1"], col["tau2"], col["tau3"]], axis=1)
+        jets.append((four, taus, np.hypot(col["px"], col["py"])))
+    (four1, taus1, pt1), (four2, taus2, pt2) = jets
+    lead = pt1 >= pt2
+    pick = lambda a, b: np.where(lead, a, b)  # noqa: E731
+    leading = {k: pick(four1[k], four2[k]) for k in four1}
+    trailing = {k: pick(four2[k], four1[k]) for k in four1}
+    taus_lead = np.where(lead[:, None], taus1, taus2)
+    taus_trail = np.where(lead[:, None], taus2, taus1)
+    features = dijet_features(leading, trailing, taus_lead, taus_trail)
+    if LHCO_LABEL_COLUMN in frame.columns:
+        labels = frame[LHCO_LABEL_COLUMN].to_numpy(dtype=np.float64)
+        invalid = ~np.isin(labels, (0.0, 1.0))
+        if invalid.any():
+            raise ValueError(
+                f"{source}: {LHCO_LABEL_COLUMN!r} must be 0 or 1; row(s) "
+                f"{rows[invalid][:10].tolist()} have {np.unique(labels[invalid])[:5].tolist()}"
+            )
+        labels = labels.astype(np.int32)
+    else:
+        labels = np.full(len(frame), UNKNOWN_LABEL, dtype=np.int32)
+    return make_feature_frame(
+        dataset, np.full(len(frame), run, dtype=np.int64), rows + 1, labels, features
+    )
+
+
+def convert_lhco_features(
+    path: str | Path,
+    output_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    key: str | None = None,
+    run: int = LHCO_RUN,
+) -> Path:
+    """Convert an LHCO features HDF5 table into ``output_dir/<dataset>.parquet`` (adhunt columns).
+
+    The output is a plain feature table: ``--features output_dir`` (or the file) reads it. A
+    ``<dataset>.json`` next to it records the source and counts. Re-running replaces both.
+    """
+    import json
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LHCO features file not found: {path}")
+    try:
+        store = pd.HDFStore(path, mode="r")
+    except Exception as err:  # tables raises several types for non-HDF5 input
+        raise ValueError(f"{path}: not a readable pandas HDF5 file ({err})") from err
+    with store:
+        keys = [k.lstrip("/") for k in store.keys()]
+        if key is None:
+            if len(keys) != 1:
+                raise ValueError(f"{path}: holds tables {keys}; pick one with --key")
+            key = keys[0]
+        if key not in keys:
+            raise ValueError(f"{path}: no table {key!r} (tables: {keys})")
+        frame = store.select(key)
+    if len(frame) == 0:
+        raise ValueError(f"{path}[{key}]: the table has no rows")
+    name = dataset or path.stem.split(".")[0]
+    table = lhco_features_to_table(frame, name, run, source=f"{path}[{key}]")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / f"{name}.parquet"
+    tmp = target.with_name(f".{target.name}.tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(target)
+    labeled = LHCO_LABEL_COLUMN in frame.columns
+    record = {
+        "source": str(path.resolve()),
+        "key": key,
+        "format": "LHC Olympics 2020 pre-computed features (pandas HDF5)",
+        "dataset": name,
+        "run": run,
+        "n_events": len(table),
+        "n_signal": int((table["truth_label"] == 1).sum()) if labeled else None,
+        "adhunt_version": importlib.metadata.version("adhunt"),
+    }
+    (output_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("converted %d events of %s into %s", len(table), path, target)
+    return target

@@ -1,28 +1,65 @@
-"""Feature tables on disk: one parquet file per processed chunk, read back in a fixed order.
+"""Feature tables on disk: adhunt's own chunk directories, and any parquet table from elsewhere.
 
-Layout: ``<output_dir>/<dataset>/<file-stem>-<hash8>_<entrystart>-<entrystop>.parquet``. The name
-is a pure function of (dataset, input file path, entry range), so re-running the same chunking
-overwrites instead of duplicating; the zero-padded entry range makes lexicographic order equal
-to (file, entry) order, which is what :func:`read_features` returns. Columns and their order are
-:data:`adhunt.schema.FEATURE_COLUMNS`.
+:func:`read_table` is the one reader every command uses (``train``, ``score``, ``evaluate``,
+``infer``'s reference tables, ``scan``, ``sculpting``). It accepts
+
+* **an adhunt chunk directory** (written by ``adhunt features``; recognised by its
+  ``features_config.json`` or by chunk-named files): one parquet file per processed chunk, layout
+  ``<output_dir>/<dataset>/<file-stem>-<hash8>_<entrystart>-<entrystop>.parquet``. The name is a
+  pure function of (dataset, input file path, entry range), so re-running the same chunking
+  overwrites instead of duplicating; the zero-padded entry range makes lexicographic order equal
+  to (file, entry) order, which is what :func:`read_features` returns. Stray files and overlapping
+  chunks (stale files of another chunking) are refused, so no event is counted twice. Columns and
+  their order are :data:`adhunt.schema.FEATURE_COLUMNS`.
+* **any other parquet table**: one ``.parquet`` file, or a directory searched recursively for
+  ``*.parquet`` (any names; hidden files and directories are skipped), read in the order of the
+  files' relative paths. Only ``mjj`` and the features a method uses are needed; the bookkeeping
+  columns get these defaults when absent (see :data:`TABLE_DEFAULTS`):
+
+  - ``dataset``: the name of the file's first directory below the path read, or, for files
+    directly in it, the path's own name (a single file: its stem);
+  - ``run``: a per-file number, CRC-32 of the file's *name* (31 bits), so two files read together
+    do not share keys unless they have the same name (then keys may repeat: such events share a
+    fold, which keeps k-fold scoring honest);
+  - ``event``: the 1-based row number within its file. A WARNING is logged: the k-fold split (and
+    whether ``adhunt score`` treats an event as seen in training) then rests on the row order,
+    which is deterministic for the same files but changes if a file is rewritten in another order;
+  - ``truth_label``: -1 (unknown).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from adhunt.schema import FEATURE_COLUMNS
+from adhunt.schema import FEATURE_COLUMNS, RESONANT_VARIABLE
+
+log = logging.getLogger(__name__)
 
 _INT_COLUMNS = {"run": np.int64, "event": np.int64, "truth_label": np.int32}
 _CHUNK_RE = re.compile(r"^(?P<key>.+)_(?P<start>\d+)-(?P<stop>\d+)\.parquet$")
+#: The exact names :func:`chunk_filename` writes: a foreign table is never mistaken for a chunk.
+_STRICT_CHUNK_RE = re.compile(r"^.+-[0-9a-f]{8}_\d{12}-\d{12}\.parquet$")
+#: Written by ``adhunt features`` next to its chunk directories.
+FEATURES_CONFIG_NAME = "features_config.json"
+#: Bookkeeping columns a foreign table may lack, and what they default to (see the module doc).
+TABLE_DEFAULTS = {
+    "dataset": "directory below the path read, else the path's name (a file: its stem)",
+    "run": "CRC-32 of the file name (31 bits)",
+    "event": "1-based row number within the file (k-fold keys follow the row order: WARNING)",
+    "truth_label": -1,
+}
+UNKNOWN_TRUTH = -1
+BOOKKEEPING_COLUMNS = ("dataset", "run", "event", "truth_label")
 
 
 class FeatureTableError(ValueError):
@@ -137,3 +174,186 @@ def clear_datasets(output_dir: str | Path, datasets: Iterable[str]) -> int:
                 path.unlink()
                 removed += 1
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# The one reader: adhunt chunk directories and foreign parquet tables
+# --------------------------------------------------------------------------------------------
+
+
+def is_chunk_directory(path: str | Path) -> bool:
+    """True for a directory written by ``adhunt features`` (its config file or chunk-named files).
+
+    Such directories keep the strict checks of :func:`chunk_files` (no stray or overlapping
+    files), which protect against stale chunks of an earlier run being counted twice.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    if (root / FEATURES_CONFIG_NAME).is_file():
+        return True
+    return any(_STRICT_CHUNK_RE.match(p.name) for p in root.glob("*/*.parquet"))
+
+
+def is_chunk_dataset_directory(path: str | Path) -> bool:
+    """True for one dataset's directory inside an ``adhunt features`` output (chunk-named files).
+
+    Reading ``features/qcd`` alone must keep the same protection as reading ``features``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    if (root.parent / FEATURES_CONFIG_NAME).is_file():
+        return True
+    return any(_STRICT_CHUNK_RE.match(p.name) for p in root.glob("*.parquet"))
+
+
+def table_files(path: str | Path) -> list[Path]:
+    """The parquet files a foreign table consists of, in the order of their relative paths."""
+    root = Path(path)
+    if root.is_file():
+        if root.suffix != ".parquet":
+            raise FeatureTableError(f"not a parquet file: {root} (expected *.parquet)")
+        return [root]
+    if not root.exists():
+        raise FeatureTableError(f"feature table not found: {root}")
+    files = []
+    for file in root.rglob("*.parquet"):
+        relative = file.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or not file.is_file():
+            continue  # hidden files: temporaries of an interrupted write, editor backups
+        files.append(file)
+    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
+
+
+def file_run_number(path: str | Path) -> int:
+    """Default ``run`` of a table file without one: CRC-32 of its name, in [0, 2**31)."""
+    return zlib.crc32(Path(path).name.encode()) & 0x7FFFFFFF
+
+
+def _default_dataset(root: Path, file: Path) -> str:
+    if root.is_file():
+        return root.stem
+    relative = file.relative_to(root)
+    return relative.parts[0] if len(relative.parts) > 1 else root.resolve().name
+
+
+def _read_foreign_file(
+    root: Path, file: Path, columns: Sequence[str] | None, what: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """One foreign parquet file with the bookkeeping columns filled; also the defaulted names."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(file).names
+    except Exception as err:  # pyarrow raises several types for non-parquet input
+        raise FeatureTableError(f"{what}: {file} is not a readable parquet file ({err})") from err
+    needed = list(dict.fromkeys([RESONANT_VARIABLE, *(columns or ())]))
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise FeatureTableError(f"{what}: {file} lacks column(s) {missing} (it has {names[:30]})")
+    wanted = None
+    if columns is not None:
+        wanted = [c for c in names if c in set(needed) | set(BOOKKEEPING_COLUMNS)]
+    frame = pd.read_parquet(file, columns=wanted)
+    defaulted = [c for c in BOOKKEEPING_COLUMNS if c not in frame.columns]
+    n = len(frame)
+    if "dataset" not in frame.columns:
+        frame.insert(0, "dataset", pd.Series([_default_dataset(root, file)] * n, dtype=object))
+    if "run" not in frame.columns:
+        frame.insert(1, "run", np.full(n, file_run_number(file), dtype=np.int64))
+    if "event" not in frame.columns:
+        frame.insert(2, "event", np.arange(1, n + 1, dtype=np.int64))
+    if "truth_label" not in frame.columns:
+        frame["truth_label"] = np.full(n, UNKNOWN_TRUTH, dtype=np.int32)
+    for name in ("run", "event", "truth_label"):
+        values = frame[name]
+        if not pd.api.types.is_integer_dtype(values):
+            arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+                raise FeatureTableError(
+                    f"{what}: column {name!r} of {file} must hold integers, got {values.dtype}"
+                )
+    frame["dataset"] = frame["dataset"].astype(str).astype(object)
+    return frame.astype(_INT_COLUMNS), defaulted
+
+
+def read_table(
+    path: str | Path,
+    datasets: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+    *,
+    what: str = "feature table",
+) -> pd.DataFrame:
+    """Feature rows of an adhunt chunk directory, a parquet file or a directory of parquet files.
+
+    See the module doc for what is accepted and the defaults of missing bookkeeping columns.
+    ``datasets`` keeps only those datasets (an unknown one is an error); ``columns`` are the
+    feature columns the caller needs (``mjj`` is always needed): each file must hold them, and a
+    foreign table is read with only those plus the bookkeeping columns. Every file of a foreign
+    table must default the same bookkeeping columns (a mix would mix key definitions). Errors
+    (:class:`FeatureTableError`) start with ``what`` and name the file. The index is a fresh
+    RangeIndex; ``run``/``event`` are int64, ``truth_label`` int32.
+    """
+    root = Path(path)
+    wanted = None if datasets is None else list(datasets)
+    chunks = is_chunk_directory(root)
+    if chunks or is_chunk_dataset_directory(root):
+        try:
+            if chunks:
+                frame = read_features(root, wanted)
+            else:  # one dataset of a chunk directory: its name is the dataset's
+                if wanted is not None and wanted != [root.name]:
+                    raise FeatureTableError(
+                        f"{root} holds only dataset {root.name!r}, asked for {wanted}"
+                    )
+                frame = read_features(root.parent, [root.name])
+        except FeatureTableError as err:
+            raise FeatureTableError(f"{what}: {err}") from err
+        needed = list(dict.fromkeys([RESONANT_VARIABLE, *(columns or ())]))
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise FeatureTableError(f"{what}: feature directory {root} lacks column(s) {missing}")
+        return frame
+    try:
+        files = table_files(root)
+    except FeatureTableError as err:
+        raise FeatureTableError(f"{what}: {err}") from err
+    if not files:
+        raise FeatureTableError(f"{what}: no parquet files in {root}")
+    frames: list[pd.DataFrame] = []
+    first: tuple[Path, list[str], set[str]] | None = None
+    for file in files:
+        frame, defaulted = _read_foreign_file(root, file, columns, what)
+        if first is None:
+            first = (file, defaulted, set(frame.columns))
+        elif defaulted != first[1]:
+            raise FeatureTableError(
+                f"{what}: {file} lacks bookkeeping column(s) {defaulted} but {first[0]} lacks "
+                f"{first[1]}; the files mix definitions (add the columns to every file or to none)"
+            )
+        elif set(frame.columns) != first[2]:
+            differ = sorted(set(frame.columns) ^ first[2])
+            raise FeatureTableError(
+                f"{what}: {file} and {first[0]} have different columns ({differ}); "
+                "the files mix definitions"
+            )
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    extra = [c for c in frame.columns if c not in BOOKKEEPING_COLUMNS]
+    frame = frame[["dataset", "run", "event", *extra, "truth_label"]]
+    if "event" in first[1]:
+        log.warning(
+            "%s: %s has no 'event' column; events are keyed by (file, row number), so the "
+            "k-fold split follows the row order of the files",
+            what, root,
+        )  # fmt: skip
+    if wanted is not None:
+        present = set(frame["dataset"])
+        unknown = [d for d in wanted if d not in present]
+        if unknown:
+            raise FeatureTableError(
+                f"{what}: no dataset(s) {unknown} in {root} (datasets: {sorted(present)})"
+            )
+        frame = frame[frame["dataset"].isin(wanted)].reset_index(drop=True)
+    return frame

@@ -3,7 +3,7 @@
     generate (Pythia 8: QCD + a few hundred W' -> X Y events)    -> ROOT files + fileset.json
     features (Coffea processor on a dask LocalCluster)           -> cutflow, features.png
     train    (CWoLa hunting with boosted trees, k-fold, SR window; or CATHODE with --method)
-    infer    (inference processor on the same cluster)           -> histograms.pkl / .root
+    infer    (inference processor on the same cluster)           -> histograms.json / .root / .pkl
     fit      (dijet fit with the SR masked, before/after the anomaly cut) -> Z, spectra plots, demo.json
 
 Generated samples are cached under ``--cache-dir`` (keyed by their full configuration), so a second

@@ -1,9 +1,12 @@
 """``adhunt evaluate MODEL_DIR... --test DIR``: ROC / SIC of several models on a labelled test sample.
 
 Each model is evaluated in its own signal region on the test events with truth 0 or 1 (unknown
--1 events are left out and counted). Writes ``summary.json`` (AUC, max SIC with its minimum
-background count, background rejection at fixed signal efficiency, thinned curves, and each model's
-description) and ``sic.png`` (SIC versus signal efficiency for all models).
+-1 events are left out and counted). The default ``auto`` mode scores test events a model trained
+on k-fold and the others with the ensemble (:func:`adhunt.provenance.score_auto`); the summary
+records how many events got each mode and where the model's training data came from. Writes
+``summary.json`` (AUC, max SIC with its minimum background count, background rejection at fixed
+signal efficiency, thinned curves, and each model's description) and ``sic.png`` (SIC versus
+signal efficiency for all models).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
+from adhunt.jobs.options import DatasetsOption, OutputDirOption, split_list
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +27,7 @@ def run_evaluate(
     model_dirs: list[Path],
     test_dir: Path,
     output: Path,
-    mode: str = "ensemble",
+    mode: str = "auto",
     min_background: int = 20,
     datasets: list[str] | None = None,
     all_mjj: bool = False,
@@ -31,18 +36,22 @@ def run_evaluate(
     """Evaluate saved models; returns the summary written to ``output/summary.json``."""
     import numpy as np
 
-    from adhunt.jobs.train import read_table
-    from adhunt.models.base import ResonantModel
+    from adhunt.models.base import SCORE_MODES, ResonantModel
     from adhunt.performance import curve_for_json, plot_sic, roc_sic
+    from adhunt.provenance import read_provenance, score_auto
+    from adhunt.tables import read_table
 
     if not model_dirs:
         raise ValueError("give at least one model directory")
-    table = read_table(test_dir, datasets, "--test")
+    if mode not in SCORE_MODES:
+        raise ValueError(f"--mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
+    models = [ResonantModel.load(d) for d in model_dirs]
+    columns = sorted({c for m in models for c in m.input_columns})
+    table = read_table(test_dir, datasets, columns, what="--test")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     results, summary = {}, {"test_dir": str(test_dir), "mode": mode, "models": {}}
-    for i, model_dir in enumerate(model_dirs):
-        model = ResonantModel.load(model_dir)
+    for i, (model_dir, model) in enumerate(zip(model_dirs, models, strict=True)):
         name = model.method
         if name in results:
             name = f"{model.method} ({Path(model_dir).name})"
@@ -50,7 +59,12 @@ def run_evaluate(
         if not all_mjj:
             sel &= model.region.in_sr(table["mjj"].to_numpy(dtype=np.float64))
         test = table[sel]
-        scores = model.score(test, mode=mode)
+        if mode == "auto":
+            scores, modes = score_auto(model, test)
+            modes_used = {m: int((modes == m).sum()) for m in ("kfold", "ensemble")}
+        else:
+            scores = model.score(test, mode=mode)
+            modes_used = {mode: len(test)}
         res = roc_sic(test["truth_label"].to_numpy(), scores, min_background=min_background)
         results[name] = res
         entry = curve_for_json(res)
@@ -58,6 +72,9 @@ def run_evaluate(
         entry["n_unlabelled_skipped"] = int((~table["truth_label"].isin((0, 1))).sum())
         entry["selection"] = "all mjj" if all_mjj else f"SR {model.region}"
         entry["model"] = {k: v for k, v in model.describe().items() if k != "training"}
+        entry["score_modes"] = modes_used
+        record = read_provenance(model)
+        entry["provenance"] = None if record is None else record.to_dict()
         summary["models"][name] = entry
         logger.info(
             "%s: AUC %.3f, max SIC %s (%d signal, %d background)", name, res["auc"],
@@ -74,28 +91,25 @@ def evaluate(
     models: Annotated[
         list[Path], typer.Argument(help="Model directories written by adhunt train.")
     ],
-    test: Annotated[
-        Path, typer.Option("--test", help="Labelled feature directory (truth_label 0/1).")
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Directory for summary.json and sic.png.")
-    ],
+    test: Annotated[Path, typer.Option("--test", help="Labelled feature table (truth_label 0/1).")],
+    output: OutputDirOption,
     mode: Annotated[
-        str, typer.Option("--mode", help="ensemble (independent test) or kfold (training data).")
-    ] = "ensemble",
+        str,
+        typer.Option(
+            "--mode",
+            help="auto (k-fold for events a model trained on, else ensemble), ensemble or kfold.",
+        ),
+    ] = "auto",
     min_background: Annotated[
         int, typer.Option("--min-background", help="Background events a SIC point needs.")
     ] = 20,
-    datasets: Annotated[
-        str | None, typer.Option("--datasets", help="Only these datasets of --test.")
-    ] = None,
+    datasets: DatasetsOption = None,
     all_mjj: Annotated[
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
     from adhunt.jobs.reporting import progress_bar
-    from adhunt.jobs.train import split_list
     from adhunt.models.artifact import ArtifactError
 
     with progress_bar() as bar:

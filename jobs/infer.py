@@ -14,8 +14,9 @@ command around it. Steps, all checks on the driver before any chunk is submitted
 4. run :class:`adhunt.processors.inference.InferenceProcessor` over the fileset with the chosen
    executor (``adhunt.jobs.executors``), in batches of chunks when a progress callback is given;
 5. verify that every event was counted exactly once (cutflow adds up, each selected event scored
-   once per model and in the histogram once per model), then write ``histograms.pkl`` (pickle
-   of the ``hist.Hist``), ``histograms.root`` (one TH1D per ``{dataset}/{model}/{cut}`` with
+   once per model and in the histogram once per model), then write ``histograms.json`` (hist's
+   own UHI serialisation, read back by :func:`adhunt.histograms.read_histogram_json`, no pickle),
+   ``histograms.pkl`` (pickle of the ``hist.Hist``), ``histograms.root`` (one TH1D per ``{dataset}/{model}/{cut}`` with
    cut names from :func:`adhunt.histograms.root_cut_name`: ``all``, ``eff10pct``, ``eff1pct``,
    ``eff0p1pct``) and ``infer.json`` (configuration, thresholds, cutflow, models and checksums,
    package version). The thresholds are also in the histogram's ``metadata``.
@@ -46,7 +47,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adhunt.histograms import DEFAULT_EFFICIENCIES
+from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
+from adhunt.jobs.options import (
+    ChunksizeOption,
+    ExecutorOption,
+    OutputDirOption,
+    SchedulerOption,
+    SkipBadFilesOption,
+    WorkersOption,
+    split_list,
+)
 
 if TYPE_CHECKING:
     import hist
@@ -58,6 +68,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+JSON_HIST_NAME = HISTOGRAM_JSON_NAME
 PICKLE_NAME = "histograms.pkl"
 ROOT_NAME = "histograms.root"
 JSON_NAME = "infer.json"
@@ -157,34 +168,35 @@ def _reference_table(
     selection: str,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
-    from adhunt.injection import inject_signal
-    from adhunt.jobs.train import read_table
     from adhunt.processors.inference import InferenceError
+    from adhunt.provenance import ProvenanceError, read_provenance, rebuild_training_table
+    from adhunt.tables import read_table
 
     info: dict[str, Any] = {"selection": selection}
+    columns = [*model.input_columns, "mjj"]
     if reference is not None:
-        table = read_table(Path(reference), datasets, "--reference")
+        table = read_table(Path(reference), datasets, columns, what="--reference")
         info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
     else:
-        provenance = (model.extra or {}).get("provenance") or {}
-        source = provenance.get("features_dir")
-        if not source:
+        record = read_provenance(model)
+        if record is None or record.features_dir is None:
             raise InferenceError(
-                f"model {name!r} does not record the feature directory it was trained on; "
-                "give a reference sample with --reference FEATURE_DIR"
+                f"model {name!r} does not record a feature table it was trained on; "
+                "give a reference sample with --reference FEATURE_TABLE"
             )
-        used = datasets or provenance.get("datasets")
-        table = read_table(Path(source), used, f"training features of model {name!r}")
-        info.update(source=str(source), datasets=used, origin="model training provenance")
-        injection = provenance.get("injection")
-        if injection:
-            signal = read_table(
-                Path(injection["signal_dir"]),
-                injection.get("signal_datasets"),
-                f"injected signal of model {name!r}",
+        try:
+            table = rebuild_training_table(
+                record, columns, datasets, what=f"training features of model {name!r}"
             )
-            table = inject_signal(table, signal, int(injection["n_injected"]), injection["seed"])
-            info["injection"] = {k: injection.get(k) for k in ("signal_dir", "n_injected", "seed")}
+        except ProvenanceError as err:
+            raise InferenceError(f"{err}; give a reference sample with --reference") from err
+        used = datasets or (None if record.datasets is None else list(record.datasets))
+        info.update(source=record.features_dir, datasets=used, origin="model training provenance")
+        if record.injection is not None:
+            inj = record.injection
+            info["injection"] = {
+                "signal": inj.signal_dir, "n_injected": inj.n_injected, "seed": inj.seed,
+            }  # fmt: skip
     if selection == "sr":
         table = table[model.region.in_sr(table["mjj"].to_numpy())].reset_index(drop=True)
         info["region"] = str(model.region)
@@ -258,6 +270,7 @@ def run_infer(
         root_cut_name,
         validate_efficiencies,
         validate_mjj_edges,
+        write_histogram_json,
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.jobs.features import check_inputs, load_fileset, summarize_run
@@ -381,7 +394,13 @@ def run_infer(
     }
     h.metadata = metadata
     output.mkdir(parents=True, exist_ok=True)
-    paths = {"pickle": output / PICKLE_NAME, "root": output / ROOT_NAME, "json": output / JSON_NAME}
+    paths = {
+        "histograms": output / JSON_HIST_NAME,
+        "pickle": output / PICKLE_NAME,
+        "root": output / ROOT_NAME,
+        "json": output / JSON_NAME,
+    }
+    write_histogram_json(h, paths["histograms"])
     _atomic_write(paths["pickle"], pickle.dumps(h, protocol=pickle.HIGHEST_PROTOCOL))
     write_root(h, paths["root"])
     devices = {k: sorted(v) for k, v in out["devices"].items()}
@@ -610,7 +629,7 @@ def infer(
             "--model", "-m", help="NAME=MODEL_DIR (repeatable); a bare DIR is named by its method."
         ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
+    output: OutputDirOption,
     reference: Annotated[
         Path | None,
         typer.Option(
@@ -630,21 +649,15 @@ def infer(
     mode: Annotated[
         str, typer.Option("--mode", help="kfold (the training data) | ensemble (independent data).")
     ] = "kfold",
-    executor: Annotated[str, typer.Option(help="iterative | futures | dask")] = "iterative",
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask scheduler address (default: start a LocalCluster).")
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(help="Worker processes (futures, dask LocalCluster).")
-    ] = 1,
-    chunksize: Annotated[int, typer.Option(help="Events per chunk.")] = 100_000,
+    executor: ExecutorOption = "iterative",
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = 1,
+    chunksize: ChunksizeOption = 100_000,
     gpu_resource: Annotated[
         str | None,
         typer.Option("--gpu-resource", help="dask worker resource per chunk task, e.g. GPU=1."),
     ] = None,
-    skip_bad_files: Annotated[
-        bool, typer.Option("--skip-bad-files", help="Skip bad inputs and report them.")
-    ] = False,
+    skip_bad_files: SkipBadFilesOption = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
@@ -654,7 +667,6 @@ def infer(
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.features import cutflow_table
     from adhunt.jobs.reporting import console, progress_bar
-    from adhunt.jobs.train import split_list
     from adhunt.models.artifact import ArtifactError
     from adhunt.processors.features import FeatureConfig, FeatureInputError
 

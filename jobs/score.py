@@ -1,8 +1,11 @@
-"""``adhunt score MODEL_DIR``: anomaly scores of every event of a feature directory.
+"""``adhunt score MODEL_DIR``: anomaly scores of every event of a feature table.
 
-Writes one parquet row per event (dataset, run, event, mjj, truth_label, score) in the order of
-the feature table. The default ``kfold`` mode scores each event with the model of its own fold,
-which never trained on it, so scoring the training data itself (for the bump hunt) is unbiased.
+Writes one parquet row per event (dataset, run, event, mjj, truth_label, score, score_mode) in the
+order of the feature table. The default ``auto`` mode scores each event the model trained on
+(recognised by its (run, event) key) with the model of its own fold, which never saw it, and every
+other event with the mean of all folds (less noisy on an independent sample); ``score_mode`` says
+which one each event got (:func:`adhunt.provenance.score_auto`). ``kfold`` and ``ensemble`` force
+one mode for all events.
 """
 
 from __future__ import annotations
@@ -14,74 +17,98 @@ from typing import Annotated
 
 import typer
 
+from adhunt.jobs.options import DatasetsOption, FeaturesOption, OutputFileOption, split_list
+
 logger = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("dataset", "run", "event", "mjj", "truth_label", "score")
+SCORE_COLUMNS = ("dataset", "run", "event", "mjj", "truth_label", "score", "score_mode")
+MODES = ("auto", "kfold", "ensemble")
 
 
 def run_score(
     model_dir: Path,
     features_dir: Path,
     output: Path,
-    mode: str = "kfold",
+    mode: str = "auto",
     datasets: list[str] | None = None,
     inject: int | None = None,
     signal_dir: Path | None = None,
     signal_datasets: list[str] | None = None,
     seed: int | None = None,
 ):
-    """Score a feature directory with a saved model and write ``output`` (parquet); returns the frame.
+    """Score a feature table with a saved model and write ``output`` (parquet); returns the frame.
 
     With ``inject``/``signal_dir`` the same signal injection as ``adhunt train`` is rebuilt first
     (same seed, default the model's), so the very sample a model trained on can be scored
     k-fold for the bump hunt.
     """
+    import numpy as np
     import pandas as pd
 
     from adhunt.injection import inject_signal
-    from adhunt.jobs.train import read_table
     from adhunt.models.base import ResonantModel
+    from adhunt.provenance import score_auto
+    from adhunt.tables import BOOKKEEPING_COLUMNS, read_table
 
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
     model = ResonantModel.load(model_dir)
-    table = read_table(features_dir, datasets, "--features")
+    columns = [*model.input_columns, "mjj"]
+    table = read_table(features_dir, datasets, columns, what="--features")
     if inject is not None:
-        signal = read_table(signal_dir, signal_datasets, "--signal")
-        table = inject_signal(table, signal, inject, model.seed if seed is None else seed)
-    scores = model.score(table, mode=mode)
+        signal = read_table(signal_dir, signal_datasets, columns, what="--signal")
+        keep = list(dict.fromkeys([*BOOKKEEPING_COLUMNS[:3], *columns, "truth_label"]))
+        table = inject_signal(
+            table[keep], signal[keep], inject, model.seed if seed is None else seed
+        )
+    if mode == "auto":
+        scores, modes = score_auto(model, table)
+    else:
+        scores = model.score(table, mode=mode)
+        modes = np.full(len(table), mode, dtype=object)
     out = pd.DataFrame({c: table[c].to_numpy() for c in SCORE_COLUMNS if c in table.columns})
     out["score"] = scores
+    out["score_mode"] = pd.Series(modes, dtype=object)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     out.to_parquet(tmp, index=False)
     os.replace(tmp, output)
-    logger.info("scored %d events with %s (%s mode) -> %s", len(out), model.method, mode, output)
+    counts = out["score_mode"].value_counts().to_dict()
+    logger.info(
+        "scored %d events with %s (%s mode: %s) -> %s", len(out), model.method, mode,
+        ", ".join(f"{n} {m}" for m, n in sorted(counts.items())), output,
+    )  # fmt: skip
     return out
 
 
 def score(
     model_dir: Annotated[Path, typer.Argument(help="Model directory written by adhunt train.")],
-    features: Annotated[Path, typer.Option("--features", help="Feature directory to score.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    features: FeaturesOption,
+    output: OutputFileOption,
     mode: Annotated[
-        str, typer.Option("--mode", help="kfold (held-out fold model) or ensemble (mean of folds).")
-    ] = "kfold",
-    datasets: Annotated[str | None, typer.Option("--datasets", help="Only these datasets.")] = None,
+        str,
+        typer.Option(
+            "--mode",
+            help="auto (k-fold for events the model trained on, ensemble for the rest), "
+            "kfold (held-out fold model) or ensemble (mean of folds).",
+        ),
+    ] = "auto",
+    datasets: DatasetsOption = None,
     inject: Annotated[
         int | None, typer.Option("--inject", help="Rebuild train's injection of N signal events.")
     ] = None,
     signal: Annotated[
-        Path | None, typer.Option("--signal", help="Signal feature directory for --inject.")
+        Path | None, typer.Option("--signal", help="Signal feature table for --inject.")
     ] = None,
     signal_datasets: Annotated[str | None, typer.Option("--signal-datasets")] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Injection seed (default: the model's seed).")
     ] = None,
 ) -> None:
-    """Write the anomaly score of every event (run, event, score, ...) to a parquet file."""
-    from adhunt.jobs.train import split_list
+    """Write the anomaly score of every event (run, event, score, score_mode, ...) to parquet."""
     from adhunt.models.artifact import ArtifactError
 
     try:

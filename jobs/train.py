@@ -2,7 +2,8 @@
 
 ``run_train`` is the library entry point (tests, demo); ``train`` is the typer command around it.
 The artifact written to ``--output`` is self-contained: weights, configuration, window, features,
-seeds, and where the training data came from (directories, datasets, injected signal counts).
+seeds, the hashed keys of the training events, and where the training data came from
+(:class:`adhunt.provenance.Provenance`: tables, datasets, injected signal counts).
 """
 
 from __future__ import annotations
@@ -14,29 +15,28 @@ from typing import Annotated, Any
 
 import typer
 
+from adhunt.jobs.options import (
+    ConfigOption,
+    DatasetsOption,
+    FeaturesOption,
+    OverwriteOption,
+    SeedOption,
+    split_list,
+)
 from adhunt.schema import DEFAULT_SIGNAL_REGION, STANDARD_FEATURES
+
+__all__ = ["read_table", "run_train", "split_list", "train"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = f"{DEFAULT_SIGNAL_REGION[0]:g}:{DEFAULT_SIGNAL_REGION[1]:g}"
 
 
-def split_list(text: str | None) -> list[str] | None:
-    """``"a,b, c"`` -> ``["a", "b", "c"]``; None/empty -> None."""
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    return items or None
+def read_table(path: Path, datasets: list[str] | None, what: str, columns: list[str] | None = None):
+    """Kept for callers of the earlier job helper: :func:`adhunt.tables.read_table`."""
+    from adhunt.tables import read_table as read
 
-
-def read_table(directory: Path, datasets: list[str] | None, what: str):
-    """Feature table of ``directory`` (optionally some datasets), with a clear error naming ``what``."""
-    from adhunt.tables import FeatureTableError, read_features
-
-    try:
-        return read_features(directory, datasets)
-    except FeatureTableError as exc:
-        raise ValueError(f"{what}: {exc}") from exc
+    return read(path, datasets, columns, what=what)
 
 
 def _with_backend(config: Any, backend: str) -> Any:
@@ -79,7 +79,9 @@ def run_train(
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_signal, injection_summary
     from adhunt.models.registry import get_method
+    from adhunt.provenance import make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
+    from adhunt.tables import BOOKKEEPING_COLUMNS
 
     cls = get_method(method)
     output = Path(output)
@@ -97,29 +99,27 @@ def run_train(
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
 
-    data = read_table(features_dir, datasets, "--features")
-    provenance: dict[str, Any] = {
-        "command": "train",
-        "features_dir": str(features_dir),
-        "datasets": datasets or sorted(set(data["dataset"])),
-    }
+    columns = [*features, "mjj"]
+    data = read_table(features_dir, datasets, "--features", columns)
+    used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
+    injection, truth_counts = None, None
     if inject is not None:
-        signal = read_table(signal_dir, signal_datasets, "--signal")
-        data = inject_signal(data, signal, inject, seed)
-        provenance["injection"] = {
-            "signal_dir": str(signal_dir),
+        signal = read_table(signal_dir, signal_datasets, "--signal", columns)
+        # Only the columns the method uses: tables from elsewhere may hold different extras.
+        keep = list(dict.fromkeys([*BOOKKEEPING_COLUMNS[:3], *columns, "truth_label"]))
+        data = inject_signal(data[keep], signal[keep], inject, seed)
+        injection = {
+            "signal": signal_dir,
             "signal_datasets": signal_datasets or sorted(set(signal["dataset"])),
             "n_injected": int(inject),
             "seed": seed,
-            **injection_summary(data, region),
+            "counts": injection_summary(data, region),
         }
-    elif "truth_label" in data.columns and data["truth_label"].isin((0, 1)).all():
-        provenance["truth_counts"] = injection_summary(data, region)
+    elif data["truth_label"].isin((0, 1)).all():
+        truth_counts = injection_summary(data, region)
     reference = None
     if reference_dir is not None:
-        reference = read_table(reference_dir, reference_datasets, "--reference")
-        provenance["reference_dir"] = str(reference_dir)
-        provenance["n_reference"] = len(reference)
+        reference = read_table(reference_dir, reference_datasets, "--reference", columns)
 
     model = cls(features, region, n_folds=folds, seed=seed, config=config)
     logger.info(
@@ -127,8 +127,13 @@ def run_train(
         method, len(data), region, folds, ",".join(features),
     )  # fmt: skip
     model.fit(data, reference, progress=progress)
-    provenance["config"] = config_to_dict(config)
-    model.save(output, extra={"provenance": provenance})
+    record = make_provenance(
+        "train", features_dir, used_datasets, injection=injection,
+        reference=reference_dir, reference_datasets=reference_datasets,
+        n_reference=None if reference is None else len(reference), truth_counts=truth_counts,
+        config=config_to_dict(config),
+    )  # fmt: skip
+    model.save(output, extra=provenance_extra(record))
     logger.info("saved %s model to %s", method, output)
     return model
 
@@ -140,43 +145,33 @@ def train(
             help="cwola, cathode, anode, ranode, iad (needs --reference) or supervised."
         ),
     ],
-    features: Annotated[
-        Path, typer.Option("--features", help="Feature directory (adhunt features).")
-    ],
+    features: FeaturesOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
     window: Annotated[
         str, typer.Option("--window", help="Signal region LOW:HIGH[:SIDEBAND] in GeV.")
     ] = DEFAULT_WINDOW,
     folds: Annotated[int, typer.Option("--folds", help="k of the k-fold training.")] = 5,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed of folds, initialisation and injection.")
-    ] = 0,
+    seed: SeedOption = 0,
     backend: Annotated[
         str | None, typer.Option("--backend", help="Classifier back-end: hgb or mlp.")
     ] = None,
     features_list: Annotated[
         str, typer.Option("--features-list", help="Comma-separated input features.")
     ] = ",".join(STANDARD_FEATURES),
-    datasets: Annotated[
-        str | None, typer.Option("--datasets", help="Only these datasets of --features.")
-    ] = None,
+    datasets: DatasetsOption = None,
     reference: Annotated[
-        Path | None, typer.Option("--reference", help="True-background feature directory (iad).")
+        Path | None, typer.Option("--reference", help="True-background feature table (iad).")
     ] = None,
     reference_datasets: Annotated[str | None, typer.Option("--reference-datasets")] = None,
     inject: Annotated[
         int | None, typer.Option("--inject", help="Inject N signal events from --signal.")
     ] = None,
     signal: Annotated[
-        Path | None, typer.Option("--signal", help="Signal feature directory for --inject.")
+        Path | None, typer.Option("--signal", help="Signal feature table for --inject.")
     ] = None,
     signal_datasets: Annotated[str | None, typer.Option("--signal-datasets")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML/TOML file with the method's config.")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing model directory.")
-    ] = False,
+    config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact."""
     from adhunt.jobs.reporting import progress_bar

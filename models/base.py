@@ -7,7 +7,9 @@ owns everything that must be identical across methods and is easy to get wrong:
 * input validation (missing columns, NaN/inf, empty signal region or sideband) with clear errors;
 * blinding: methods other than ``supervised`` never receive the ``truth_label`` column;
 * k-fold bookkeeping: an event's fold is a hash of ``(run, event, seed)``; the event is scored by
-  the model of its own fold, which was trained without it;
+  the model of its own fold, which was trained without it. The model keeps the hashed keys of its
+  training events (``adhunt.provenance.training_key_set``), so ``score(..., mode="auto")`` can
+  tell which events of any table it saw;
 * saving/loading through one verified, pickle-free artifact (``models/artifact.py``).
 
 Models know nothing of coffea or processors: pandas/numpy in, scores out.
@@ -30,11 +32,14 @@ import adhunt
 from adhunt.config import config_from_dict, config_to_dict
 from adhunt.dijet import with_derived_features
 from adhunt.models.artifact import ArtifactError, json_safe, load_artifact, save_artifact
+from adhunt.provenance import in_key_set, score_auto, training_key_set
 from adhunt.regions import SignalRegion, kfold_assignments, validation_mask
 from adhunt.schema import RESONANT_VARIABLE
 
 __all__ = [
     "ID_COLUMNS",
+    "SCORE_MODES",
+    "TRAINING_KEYS_TENSOR",
     "TRUTH_COLUMN",
     "FoldModel",
     "ResonantModel",
@@ -48,6 +53,10 @@ log = logging.getLogger(__name__)
 
 TRUTH_COLUMN = "truth_label"
 ID_COLUMNS = ("run", "event")
+#: Score modes: held-out fold model, mean of folds, or per event by whether it was trained on.
+SCORE_MODES = ("kfold", "ensemble", "auto")
+#: Tensor holding the sorted key hashes of the training events.
+TRAINING_KEYS_TENSOR = "training/keys"
 
 _M = TypeVar("_M", bound="ResonantModel")
 
@@ -240,6 +249,8 @@ class ResonantModel(ABC):
         self.training: dict[str, Any] = {}
         #: Free-form record saved with the model (e.g. provenance from the train job).
         self.extra: dict[str, Any] = {}
+        #: Sorted 32-bit hashes of the (run, event) keys of the training events (None: not recorded).
+        self.training_keys: np.ndarray | None = None
 
     # ----- the hook -------------------------------------------------------------------------
 
@@ -415,6 +426,7 @@ class ResonantModel(ABC):
             )
             if progress is not None:
                 progress(k + 1, self.n_folds)
+        self.training_keys = training_key_set(data["run"], data["event"])
         self.training = {
             "n_events": len(data),
             "n_sr": n_sr,
@@ -424,17 +436,28 @@ class ResonantModel(ABC):
         }
         return self
 
+    def trained_mask(self, data: pd.DataFrame) -> np.ndarray | None:
+        """Which rows of ``data`` the model trained on, by (run, event); None if not recorded."""
+        if self.training_keys is None:
+            return None
+        data = self._validate(data, "data to match against the training events", ID_COLUMNS)
+        return in_key_set(self.training_keys, data["run"], data["event"])
+
     def score(self, data: pd.DataFrame, mode: str = "kfold") -> np.ndarray:
         """Anomaly score of every row of ``data``.
 
         ``mode="kfold"``: each event is scored by the model of its own fold, which never trained
         on it (use on the training data itself, e.g. for the bump hunt). ``mode="ensemble"``: mean
-        of all fold models (use on an independent test sample).
+        of all fold models (use on an independent test sample). ``mode="auto"``: k-fold for the
+        events the model trained on, ensemble for the others
+        (:func:`adhunt.provenance.score_auto`, which also says which event got which).
         """
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__}.score called before fit() or load()")
-        if mode not in ("kfold", "ensemble"):
-            raise ValueError(f"score mode must be 'kfold' or 'ensemble', got {mode!r}")
+        if mode not in SCORE_MODES:
+            raise ValueError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
+        if mode == "auto":
+            return score_auto(self, data)[0]
         cols = list(self.input_columns) + (list(ID_COLUMNS) if mode == "kfold" else [])
         data = self._validate(self._derive(data), "data to score", list(dict.fromkeys(cols)))
         x = data[list(self.input_columns)].to_numpy(dtype=np.float64)
@@ -483,6 +506,8 @@ class ResonantModel(ABC):
         for k, model in enumerate(self.fold_models):
             tensors.update(prefixed(f"fold{k}", model.tensors()))
             folds.append({"kind": model.kind, "metadata": json_safe(model.metadata())})
+        if self.training_keys is not None:
+            tensors[TRAINING_KEYS_TENSOR] = np.asarray(self.training_keys, dtype=np.uint32)
         metadata = self.describe()
         metadata["folds"] = folds
         if extra is not None:
@@ -523,6 +548,8 @@ class ResonantModel(ABC):
         obj.summary = dict(meta.get("summary") or {})
         obj.training = dict(meta.get("training") or {})
         obj.extra = dict(meta.get("extra") or {})
+        keys = tensors.get(TRAINING_KEYS_TENSOR)
+        obj.training_keys = None if keys is None else np.asarray(keys, dtype=np.uint32)
         return obj
 
     def __repr__(self) -> str:

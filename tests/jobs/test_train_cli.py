@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from adhunt.jobs.cli import app
 from adhunt.models.base import ResonantModel
+from adhunt.provenance import read_provenance
 from adhunt.regions import SignalRegion
 from adhunt.schema import FEATURE_COLUMNS
 from adhunt.tables import chunk_filename, make_feature_frame, read_features, write_chunk
@@ -82,20 +83,23 @@ def test_train_score_evaluate(dirs, tmp_path):
         model.method == "cwola" and model.n_folds == 3 and model.region == SignalRegion(3300, 3700)
     )
     assert model.config.n_ensemble == 1 and model.config.hgb_max_iter == 40  # from --config
-    injection = model.extra["provenance"]["injection"]
-    assert injection["n_injected"] == 300 and injection["n_signal_sr"] > 200
+    record = read_provenance(model)
+    assert record.command == "train" and record.features_dir == str(dirs["train"])
+    assert record.injection.n_injected == 300 and record.injection.counts["n_signal_sr"] > 200
+    assert record.injection.signal_dir == str(dirs["signal"])
     assert ResonantModel.load(iad).config.backend == "mlp"
 
-    # score: one row per event, the k-fold score of the saved model
+    # score (default auto): an independent test table gets the ensemble of the folds
     out = tmp_path / "scores" / "cwola.parquet"
     r = invoke(["score", cwola, "--features", dirs["test"], "--output", out])
     assert r.exit_code == 0, r.output
     scores = pd.read_parquet(out)
     table = read_features(dirs["test"])
     assert len(scores) == len(table) == 3500
-    assert {"run", "event", "score", "mjj", "dataset"} <= set(scores.columns)
+    assert {"run", "event", "score", "mjj", "dataset", "score_mode"} <= set(scores.columns)
     assert np.array_equal(scores["event"], table["event"])
-    assert np.array_equal(scores["score"], model.score(table))
+    assert (scores["score_mode"] == "ensemble").all()
+    assert np.array_equal(scores["score"], model.score(table, mode="ensemble"))
     assert scores["score"].between(0, 1).all()
 
     # scoring the training sample itself: the injection is rebuilt with the model's seed, and
@@ -106,6 +110,7 @@ def test_train_score_evaluate(dirs, tmp_path):
     assert r.exit_code == 0, r.output
     trained_on = pd.read_parquet(out2)
     assert len(trained_on) == 6300 and int(trained_on["truth_label"].sum()) == 300
+    assert (trained_on["score_mode"] == "kfold").all()  # auto: every event was trained on
     assert model.training["n_events"] == 6300
     sr = SignalRegion().in_sr(trained_on["mjj"])
     assert (
@@ -135,7 +140,7 @@ def test_cli_errors_are_clear(dirs, tmp_path):
     r = invoke(["train", "magic", "--features", dirs["train"], "--output", tmp_path / "m"])
     assert r.exit_code == 2 and "unknown method 'magic'" in r.text
     r = invoke(["train", "cwola", "--features", tmp_path / "nowhere", "--output", tmp_path / "m"])
-    assert r.exit_code == 2 and "feature directory not found" in r.text
+    assert r.exit_code == 2 and "feature table not found" in r.text
     r = invoke(["train", "cwola", "--features", dirs["train"], "--output", tmp_path / "m",
                 "--features-list", "mj1,nonsense"])  # fmt: skip
     assert r.exit_code == 2 and "nonsense" in r.text

@@ -346,3 +346,33 @@ def test_registry_is_lazy_and_clear():
     assert get_method("supervised") is Supervised
     with pytest.raises(KeyError, match="unknown method 'nope'; available: cwola"):
         get_method("nope")
+
+
+# ----- training keys: which events a model saw --------------------------------------------------
+
+
+def test_model_knows_its_training_events_across_save_and_load(tmp_path):
+    data = toy(2000, 200, seed=5)
+    model = CWoLa(FEATS, SignalRegion(3300, 3700), n_folds=3, seed=2, config=FAST).fit(data)
+    unseen = toy(500, 50, seed=6, start=10_000)
+    both = pd.concat([data.iloc[:300], unseen], ignore_index=True)
+    assert model.trained_mask(both).tolist() == [True] * 300 + [False] * len(unseen)
+    model.save(tmp_path / "m")
+    loaded = ResonantModel.load(tmp_path / "m")
+    assert np.array_equal(loaded.training_keys, model.training_keys)
+    assert loaded.trained_mask(both).tolist() == model.trained_mask(both).tolist()
+    auto = loaded.score(both, mode="auto")
+    assert np.array_equal(auto[:300], loaded.score(both.iloc[:300], mode="kfold"))
+    assert np.array_equal(auto[300:], loaded.score(unseen, mode="ensemble"))
+    with pytest.raises(ValueError, match="score mode must be one of"):
+        loaded.score(both, mode="magic")
+
+
+def test_model_saved_without_training_keys_scores_auto_as_kfold(tmp_path):
+    data = toy(2000, 200, seed=5)
+    model = CWoLa(FEATS, SignalRegion(3300, 3700), n_folds=3, seed=2, config=FAST).fit(data)
+    model.training_keys = None  # as saved before the keys were recorded
+    model.save(tmp_path / "old")
+    old = ResonantModel.load(tmp_path / "old")
+    assert old.training_keys is None and old.trained_mask(data) is None
+    assert np.array_equal(old.score(data, mode="auto"), old.score(data, mode="kfold"))

@@ -29,6 +29,7 @@ from adhunt.histograms import (
     efficiency_edges,
     efficiency_fill_values,
     make_inference_histogram,
+    read_histogram_json,
     root_cut_name,
     thresholds_from_scores,
 )
@@ -398,6 +399,9 @@ def test_dask_worker_killed_mid_run(
 
 def test_outputs_read_back(iterative, models):
     paths = iterative.paths
+    portable = read_histogram_json(paths["histograms"])  # the file that needs no pickle
+    _same(portable, iterative.histogram)
+    assert portable.metadata["thresholds"] == iterative.thresholds
     with open(paths["pickle"], "rb") as f:
         h = pickle.load(f)
     _same(h, iterative.histogram)
@@ -469,7 +473,7 @@ def test_feature_list_mismatch(fileset_path, table, features_dir, tmp_path):
 
 def test_reference_errors(fileset_path, models, table, tmp_path):
     one = {"cwola_a": models["cwola_a"]}
-    with pytest.raises(ValueError, match=r"--reference: feature directory not found"):
+    with pytest.raises(ValueError, match=r"--reference: feature table not found"):
         run_infer(fileset_path, one, tmp_path / "o", reference=tmp_path / "nope")
     outside = table[~WINDOW.in_sr(table["mjj"].to_numpy())]
     write_chunk(outside, tmp_path / "sb", "qcd/sb_000000000000-000000000001.parquet")

@@ -1,0 +1,69 @@
+"""Typer options shared by the commands, defined once so names, types and help cannot drift apart.
+
+Use them as parameter annotations, e.g. ``features: FeaturesOption``,
+``output: OutputDirOption``, ``seed: SeedOption = 0``. Defaults stay with each command (Python
+default values), help texts and flags live here. ``split_list`` parses the comma-separated list
+options (``--datasets a,b``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "ChunksizeOption",
+    "ConfigOption",
+    "DatasetsOption",
+    "ExecutorOption",
+    "FeaturesOption",
+    "OutputDirOption",
+    "OutputFileOption",
+    "OverwriteOption",
+    "SchedulerOption",
+    "SeedOption",
+    "SkipBadFilesOption",
+    "WorkersOption",
+    "split_list",
+]
+
+FEATURE_TABLE_HELP = (
+    "Feature table: a parquet file, a directory of parquet files (any names, searched "
+    "recursively) or an adhunt features directory. Needs mjj and the features used; dataset, "
+    "run, event, truth_label are optional."
+)
+
+FeaturesOption = Annotated[Path, typer.Option("--features", help=FEATURE_TABLE_HELP)]
+OutputDirOption = Annotated[Path, typer.Option("--output", "-o", help="Output directory.")]
+OutputFileOption = Annotated[Path, typer.Option("--output", "-o", help="Output file to write.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random step.")]
+DatasetsOption = Annotated[
+    str | None,
+    typer.Option("--datasets", help="Only these datasets (comma-separated) of the table."),
+]
+ExecutorOption = Annotated[str, typer.Option("--executor", help="iterative | futures | dask")]
+WorkersOption = Annotated[
+    int, typer.Option("--workers", help="Worker processes (futures, dask LocalCluster).")
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="dask scheduler address (default: start a LocalCluster)."),
+]
+ChunksizeOption = Annotated[int, typer.Option("--chunksize", help="Events per chunk.")]
+SkipBadFilesOption = Annotated[
+    bool, typer.Option("--skip-bad-files", help="Skip bad inputs and report them.")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML/TOML configuration file.")
+]
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; None/empty -> None."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
