@@ -152,7 +152,9 @@ class ScanConfig:
     the training sidebands, ``"window"`` (default: adjacent sidebands as wide as the window, as in
     CWoLa hunting), ``"all"`` (every event outside the window) or a width in GeV.
     ``max_sideband_ratio`` subsamples the training sidebands to at most that many times the SR
-    events (None: all). ``n_ensemble`` overrides the classifier ensemble size of the method.
+    events (None: all). ``n_ensemble`` overrides the classifier ensemble size of the method
+    (default 1 in a scan: the k folds already average out the training noise of one window, and
+    the benchmark found no loss of power against 5 members at 5x the cost; None: the method's).
 
     Windows: explicit ``windows`` or sliding ones of ``window_width`` in steps of ``window_step``
     over ``scan_range`` (None: the fit range), all snapped to the mjj bin edges ``edges``; windows
@@ -172,7 +174,7 @@ class ScanConfig:
     features: tuple[str, ...] = SCAN_FEATURES
     method_config: str | dict[str, Any] | None = None
     backend: str | None = None
-    n_ensemble: int | None = None
+    n_ensemble: int | None = 1
     folds: int = 5
     seed: int = 0
     sideband_width: float | str = "window"

@@ -94,6 +94,14 @@ def dijet_features(
     }
 
 
+def required_columns(names: Iterable[str]) -> list[str]:
+    """The stored columns behind ``names``: derived features replaced by their ingredients."""
+    out: list[str] = []
+    for name in names:
+        out.extend(DERIVED_FEATURES.get(name, (name,)))
+    return list(dict.fromkeys(out))
+
+
 def with_derived_features(frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
     """``frame`` with the :data:`~adhunt.schema.DERIVED_FEATURES` among ``names`` added as columns.
 

@@ -122,7 +122,6 @@ def run_demo(
     from adhunt.fitting import FitError
     from adhunt.generation import FILESET_NAME, GenerationConfig
     from adhunt.histograms import cut_spectra
-    from adhunt.schema import SCAN_FEATURES
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.features import cutflow_table, run_features
     from adhunt.jobs.infer import run_infer
@@ -131,6 +130,7 @@ def run_demo(
     from adhunt.performance import plot_sic, roc_sic
     from adhunt.plotting import plot_fit
     from adhunt.rootio import read_fileset, write_fileset
+    from adhunt.schema import SCAN_FEATURES
     from adhunt.tables import read_features
 
     cfg = config or DemoConfig()

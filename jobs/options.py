@@ -17,14 +17,21 @@ __all__ = [
     "ChunksizeOption",
     "ConfigOption",
     "DatasetsOption",
+    "EfficienciesOption",
     "ExecutorOption",
     "FeaturesOption",
+    "FitRangeOption",
+    "NoPlotsOption",
     "OutputDirOption",
     "OutputFileOption",
     "OverwriteOption",
+    "RangeOption",
     "SchedulerOption",
     "SeedOption",
     "SkipBadFilesOption",
+    "StepOption",
+    "ToysOption",
+    "WidthOption",
     "WorkersOption",
     "split_list",
 ]
@@ -67,3 +74,23 @@ def split_list(text: str | None) -> list[str] | None:
         return None
     items = [t.strip() for t in text.split(",") if t.strip()]
     return items or None
+
+
+# --- bump-hunt windows, cuts and toys (scan, sculpting) --------------------------------------
+WidthOption = Annotated[float | None, typer.Option("--width", help="Window width, GeV (400).")]
+StepOption = Annotated[float | None, typer.Option("--step", help="Window step, GeV (100).")]
+RangeOption = Annotated[
+    str | None, typer.Option("--range", help="Range LOW:HIGH of the sliding windows, GeV.")
+]
+FitRangeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fit-range", help="Background fit range LOW:HIGH, GeV (default: above the turn-on)."
+    ),
+]
+EfficienciesOption = Annotated[
+    str | None,
+    typer.Option("--efficiencies", help="SR efficiencies of the cuts (0.1,0.01,0.001)."),
+]
+ToysOption = Annotated[int | None, typer.Option("--toys", help="Pseudo-experiments per cut (100).")]
+NoPlotsOption = Annotated[bool, typer.Option("--no-plots", help="Write the JSON report only.")]

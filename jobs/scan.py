@@ -22,6 +22,23 @@ import numpy as np
 import typer
 
 from adhunt.bumphunt import NO_CUT, ScanConfig, ScanResult, cut_label
+from adhunt.jobs.options import (
+    ConfigOption,
+    DatasetsOption,
+    EfficienciesOption,
+    ExecutorOption,
+    FeaturesOption,
+    FitRangeOption,
+    NoPlotsOption,
+    OutputDirOption,
+    OverwriteOption,
+    RangeOption,
+    SchedulerOption,
+    StepOption,
+    ToysOption,
+    WidthOption,
+    WorkersOption,
+)
 from adhunt.schema import RESONANT_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -86,14 +103,16 @@ def prepare_output(output: Path, overwrite: bool) -> Path:
 
 
 def load_inputs(
-    features: Any, cfg: ScanConfig, reference: Any | None = None
+    features: Any, cfg: ScanConfig, reference: Any | None = None, uses_truth: bool = False
 ) -> tuple[Any, Any | None, dict[str, Any]]:
-    """The data table (with injected signal), the reference table and what they were."""
+    """The data table (with injected signal), the reference table and their provenance."""
     import pandas as pd
 
+    from adhunt.dijet import required_columns
     from adhunt.injection import inject_signal
-    from adhunt.jobs.train import read_table
+    from adhunt.tables import read_table
 
+    columns = required_columns(cfg.features) + (["truth_label"] if uses_truth else [])
     info: dict[str, Any] = {}
     datasets = list(cfg.datasets) if cfg.datasets else None
     if isinstance(features, pd.DataFrame):
@@ -105,44 +124,33 @@ def load_inputs(
             if missing:
                 raise ValueError(f"feature table has no dataset(s) {missing}")
             data = data[data["dataset"].isin(datasets)].reset_index(drop=True)
-        info["features_dir"] = None
     else:
-        data = read_table(Path(features), datasets, "--features")
-        info["features_dir"] = str(features)
+        data = read_table(Path(features), datasets, columns, what="--features")
     if "dataset" in data.columns:
         info["datasets"] = sorted(set(map(str, data["dataset"])))
     if cfg.inject is not None:
-        signal = read_table(
-            Path(cfg.signal_dir),
-            list(cfg.signal_datasets) if cfg.signal_datasets else None,
-            "--signal",
-        )
+        signal = read_table(Path(cfg.signal_dir), cfg.signal_datasets, columns, what="--signal")
         data = inject_signal(data, signal, cfg.inject, cfg.seed)
         info["injection"] = {
             "signal_dir": cfg.signal_dir,
+            "signal_datasets": cfg.signal_datasets,
             "n_injected": cfg.inject,
             "seed": cfg.seed,
         }
     if reference is None and cfg.reference_dir is not None:
         reference = read_table(
-            Path(cfg.reference_dir),
-            list(cfg.reference_datasets) if cfg.reference_datasets else None,
-            "--reference",
+            Path(cfg.reference_dir), cfg.reference_datasets, columns, what="--reference"
         )
-        info["reference_dir"] = cfg.reference_dir
-    if reference is not None:
-        info["n_reference"] = len(reference)
     if len(data) == 0:
         raise ValueError("feature table has no events")
-    if RESONANT_VARIABLE not in data.columns:
-        raise ValueError(
-            f"feature table lacks the column {RESONANT_VARIABLE!r}; it has {list(data.columns)}"
-        )
     mjj = data[RESONANT_VARIABLE].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(mjj)):
         raise ValueError(
             f"column {RESONANT_VARIABLE!r} has {int((~np.isfinite(mjj)).sum())} NaN/inf value(s)"
         )
+    info["features_dir"] = None if isinstance(features, pd.DataFrame) else str(features)
+    info["reference_dir"] = cfg.reference_dir
+    info["n_reference"] = None if reference is None else len(reference)
     info["n_events"] = len(data)
     info["mjj_range"] = [float(mjj.min()), float(mjj.max())]
     if has_truth(data):
@@ -189,6 +197,7 @@ def run_scan(
     from adhunt.jobs.executors import ExecutorConfig, task_pool
     from adhunt.models.registry import get_method
     from adhunt.models.windows import method_config, window_scorer
+    from adhunt.provenance import make_provenance, provenance_extra
 
     t_start = time.perf_counter()
     cfg = config or ScanConfig()
@@ -202,7 +211,7 @@ def run_scan(
     if not cls.needs_reference and (reference is not None or cfg.reference_dir is not None):
         raise ValueError(f"method {cfg.method!r} does not use a reference sample")
     output = prepare_output(Path(output), overwrite)
-    data, reference, info = load_inputs(features, cfg, reference)
+    data, reference, info = load_inputs(features, cfg, reference, cls.uses_truth)
     _check_columns(data, cfg)
     data = with_derived_features(data, cfg.features)  # once, not in every window task
     if cls.uses_truth and not has_truth(data):
@@ -215,7 +224,17 @@ def run_scan(
             + (["truth_label"] if cls.uses_truth else [])
         )
     )
-    provenance = {"provenance": {"command": "scan", **info, "config": config_to_dict(mcfg)}}
+    record = make_provenance(
+        "scan",
+        features,
+        info.get("datasets"),
+        injection=info.get("injection"),
+        reference=cfg.reference_dir,
+        reference_datasets=cfg.reference_datasets,
+        n_reference=info["n_reference"],
+        truth_counts=info.get("truth"),
+        config=config_to_dict(mcfg),
+    )
     model_root = output / "models" if cfg.save_models else None
     with task_pool(exe) as pool:
         cores = os.cpu_count() or 1
@@ -227,7 +246,7 @@ def run_scan(
             reference=None if reference is None else pool.share(reference),
             num_threads=threads,
             save_dir=model_root,
-            extra=provenance,
+            extra=provenance_extra(record),
         )
         result = core_scan(mjj, trainer, cfg, truth=truth, mapper=pool.map, progress=progress)
     plots = result.plot(output, cfg.method) if cfg.plots else []
@@ -279,14 +298,9 @@ def _sic(result: ScanResult) -> dict[str, Any] | None:
 
 
 def scan(
-    features: Annotated[
-        Path,
-        typer.Option("--features", help="Feature table: a directory of parquet files or one file."),
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML/TOML file with a ScanConfig.")
-    ] = None,
+    features: FeaturesOption,
+    output: OutputDirOption,
+    config: ConfigOption = None,
     method: Annotated[
         str | None,
         typer.Option(
@@ -297,17 +311,10 @@ def scan(
     windows: Annotated[
         str | None, typer.Option("--windows", help="Explicit windows LOW:HIGH,LOW:HIGH,... (GeV).")
     ] = None,
-    width: Annotated[float | None, typer.Option("--width", help="Window width, GeV (400).")] = None,
-    step: Annotated[float | None, typer.Option("--step", help="Window step, GeV (100).")] = None,
-    scan_range: Annotated[
-        str | None, typer.Option("--range", help="Range LOW:HIGH of the sliding windows, GeV.")
-    ] = None,
-    fit_range: Annotated[
-        str | None,
-        typer.Option(
-            "--fit-range", help="Background fit range LOW:HIGH, GeV (default: from the data)."
-        ),
-    ] = None,
+    width: WidthOption = None,
+    step: StepOption = None,
+    scan_range: RangeOption = None,
+    fit_range: FitRangeOption = None,
     sideband_width: Annotated[
         str | None,
         typer.Option("--sideband-width", help="Training sidebands: window (default), all, or GeV."),
@@ -315,26 +322,19 @@ def scan(
     folds: Annotated[
         int | None, typer.Option("--folds", help="k of the k-fold training (5).")
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of training, injection, toys.")
-    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random step.")] = None,
     backend: Annotated[
         str | None, typer.Option("--backend", help="Classifier back-end: hgb or mlp.")
     ] = None,
-    efficiencies: Annotated[
-        str | None,
-        typer.Option("--efficiencies", help="SR efficiencies of the cuts (0.1,0.01,0.001)."),
-    ] = None,
-    toys: Annotated[
-        int | None, typer.Option("--toys", help="Pseudo-experiments per cut (100).")
-    ] = None,
+    efficiencies: EfficienciesOption = None,
+    toys: ToysOption = None,
     method_config: Annotated[
         Path | None, typer.Option("--method-config", help="YAML/TOML with the method's config.")
     ] = None,
     features_list: Annotated[
         str | None, typer.Option("--features-list", help="Comma-separated input features.")
     ] = None,
-    datasets: Annotated[str | None, typer.Option("--datasets", help="Only these datasets.")] = None,
+    datasets: DatasetsOption = None,
     inject: Annotated[
         int | None, typer.Option("--inject", help="Inject N signal events from --signal.")
     ] = None,
@@ -345,20 +345,14 @@ def scan(
     reference: Annotated[
         Path | None, typer.Option("--reference", help="True-background feature table (iad).")
     ] = None,
-    executor: Annotated[
-        str, typer.Option("--executor", help="iterative, futures or dask.")
-    ] = "iterative",
-    workers: Annotated[int, typer.Option("--workers", help="Parallel windows (futures/dask).")] = 1,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="Address of a running dask scheduler.")
-    ] = None,
+    executor: ExecutorOption = "iterative",
+    workers: WorkersOption = 1,
+    scheduler: SchedulerOption = None,
     save_models: Annotated[
         bool, typer.Option("--save-models", help="Keep each window's model in models/LOW_HIGH/.")
     ] = False,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="Write scan.json only.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Write into a non-empty output directory.")
-    ] = False,
+    no_plots: NoPlotsOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
     from adhunt.config import config_from_dict, config_to_dict, load_config

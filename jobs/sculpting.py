@@ -22,6 +22,21 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from adhunt.jobs.options import (
+    DatasetsOption,
+    EfficienciesOption,
+    FeaturesOption,
+    FitRangeOption,
+    NoPlotsOption,
+    OutputDirOption,
+    OverwriteOption,
+    RangeOption,
+    SeedOption,
+    StepOption,
+    ToysOption,
+    WidthOption,
+    split_list,
+)
 from adhunt.schema import RESONANT_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -38,27 +53,6 @@ class SculptingJobResult:
     passed: bool
     json_path: Path
     plots: tuple[Path, ...]
-
-
-def _resolve_mode(mode: str, model: Any, features: Any, datasets: list[str] | None, n: int) -> str:
-    """kfold when the model trained on these events (its provenance names this directory), else
-    ensemble. kfold is always unbiased (an event unseen by every model may be scored by any of
-    them), ensemble averages the folds and is less noisy on independent samples."""
-    if mode not in MODES:
-        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode != "auto":
-        return mode
-    prov = (model.extra or {}).get("provenance", {}) if isinstance(model.extra, dict) else {}
-    if isinstance(features, str | Path):
-        trained_on = prov.get("features_dir")
-        same_dir = trained_on is not None and Path(trained_on).resolve() == Path(features).resolve()
-        same_sets = (
-            datasets is None
-            or prov.get("datasets") is None
-            or sorted(datasets) == sorted(prov["datasets"])
-        )
-        return "kfold" if same_dir and same_sets else "ensemble"
-    return "kfold" if (model.training or {}).get("n_events") == n else "ensemble"
 
 
 def run_sculpting(
@@ -92,10 +86,12 @@ def run_sculpting(
         write_json,
     )
     from adhunt.config import config_to_dict
+    from adhunt.dijet import required_columns
     from adhunt.jobs.scan import has_truth, prepare_output
-    from adhunt.jobs.train import read_table
     from adhunt.models.base import ResonantModel
     from adhunt.plotting import plot_fit
+    from adhunt.provenance import score_auto
+    from adhunt.tables import read_table
 
     t0 = time.perf_counter()
     cfg = config or ScanConfig()
@@ -116,7 +112,8 @@ def run_sculpting(
         if datasets:
             data = data[data["dataset"].isin(datasets)].reset_index(drop=True)
     else:
-        data = read_table(Path(features), datasets, "--features")
+        columns = required_columns(model.features)
+        data = read_table(Path(features), datasets, columns, what="--features")
     if len(data) == 0:
         raise ValueError("feature table has no events")
     if has_truth(data) and (data["truth_label"] == 1).any():
@@ -124,7 +121,8 @@ def run_sculpting(
             "the data contain %d truth-signal event(s): the sculpting check assumes signal-free data",
             int((data["truth_label"] == 1).sum()),
         )
-    used_mode = _resolve_mode(mode, model, features, datasets, len(data))
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     mjj = data[RESONANT_VARIABLE].to_numpy(dtype=np.float64)
     sr = model.region.in_sr(mjj)
     sb = model.region.in_sb(mjj)
@@ -133,9 +131,15 @@ def run_sculpting(
             f"no events in the model's signal region {model.region} GeV "
             f"(data mjj in [{mjj.min():.0f}, {mjj.max():.0f}] GeV)"
         )
-    scores = model.score(data, mode=used_mode)
+    # auto: the events the model trained on get the fold model that never saw them (k-fold
+    # honest), the others the ensemble; the counts of each go into the report.
+    if mode == "auto":
+        scores, modes = score_auto(model, data)
+    else:
+        scores, modes = model.score(data, mode=mode), np.full(len(data), mode, dtype=object)
+    used_mode = {m: int(np.sum(modes == m)) for m in ("kfold", "ensemble")}
     logger.info(
-        "scored %d events with the %s model (%s mode), SR %s: %d events",
+        "scored %d events with the %s model (%s), SR %s: %d events",
         len(data), model.method, used_mode, model.region, int(sr.sum()),
     )  # fmt: skip
     edges = np.asarray(cfg.edges, dtype=float)
@@ -190,8 +194,8 @@ def run_sculpting(
             "features": str(features) if not isinstance(features, pd.DataFrame) else "<DataFrame>",
             "datasets": datasets,
             "n_events": len(data),
-            "mode": used_mode,
             "mode_requested": mode,
+            "events_per_mode": used_mode,
         },
         "config": config_to_dict(cfg),
         "thresholds": config_to_dict(thr),
@@ -233,38 +237,28 @@ def _log_table(entries: list[dict[str, Any]], passed: bool) -> None:
 
 
 def sculpting(
-    features: Annotated[
-        Path, typer.Option("--features", help="Signal-free feature directory (adhunt features).")
-    ],
+    features: FeaturesOption,
     model: Annotated[Path, typer.Option("--model", help="Model directory (adhunt train).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
-    datasets: Annotated[str | None, typer.Option("--datasets", help="Only these datasets.")] = None,
-    toys: Annotated[int, typer.Option("--toys", help="Pseudo-experiments per cut (>= 20).")] = 100,
+    output: OutputDirOption,
+    datasets: DatasetsOption = None,
+    toys: ToysOption = 100,
     mode: Annotated[
-        str, typer.Option("--mode", help="auto, kfold (model trained on these events) or ensemble.")
+        str,
+        typer.Option(
+            "--mode", help="auto (k-fold for events the model trained on), kfold or ensemble."
+        ),
     ] = "auto",
-    efficiencies: Annotated[
-        str, typer.Option("--efficiencies", help="SR efficiencies of the cuts.")
-    ] = "0.1,0.01,0.001",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the pseudo-experiments.")] = 0,
-    width: Annotated[float, typer.Option("--width", help="Window width, GeV.")] = 400.0,
-    step: Annotated[float, typer.Option("--step", help="Window step, GeV.")] = 100.0,
-    scan_range: Annotated[
-        str | None, typer.Option("--range", help="Range LOW:HIGH of the windows, GeV.")
-    ] = None,
-    fit_range: Annotated[
-        str | None, typer.Option("--fit-range", help="Background fit range LOW:HIGH, GeV.")
-    ] = None,
-    no_plots: Annotated[
-        bool, typer.Option("--no-plots", help="Write sculpting.json only.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Write into a non-empty output directory.")
-    ] = False,
+    efficiencies: EfficienciesOption = "0.1,0.01,0.001",
+    seed: SeedOption = 0,
+    width: WidthOption = 400.0,
+    step: StepOption = 100.0,
+    scan_range: RangeOption = None,
+    fit_range: FitRangeOption = None,
+    no_plots: NoPlotsOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Check that the model's score cuts do not sculpt the mjj spectrum (exit 1 if they do)."""
     from adhunt.bumphunt import ScanConfig
-    from adhunt.jobs.train import split_list
     from adhunt.models.artifact import ArtifactError
 
     try:
