@@ -80,7 +80,9 @@ def z_table(result: Any, signal_mjj: float | None = None) -> dict[str, Any]:
         }
         if signal_mjj is not None:
             near = [w for w in result.windows if w.low <= signal_mjj < w.high]
-            far = [w for w in result.windows if w.high <= signal_mjj - 200 or w.low >= signal_mjj + 200]
+            far = [
+                w for w in result.windows if w.high <= signal_mjj - 200 or w.low >= signal_mjj + 200
+            ]
             entry["z_at_signal"] = max((w.z(label) for w in near), default=float("nan"))
             zs = [w.z(label) for w in far if w.z(label) == w.z(label)]
             entry["max_z_elsewhere"] = max(zs, default=float("nan"))
@@ -94,7 +96,9 @@ def show(title: str, table: dict[str, Any], seconds: float, n_windows: int) -> N
         extra = ""
         if "z_at_signal" in e:
             extra = f"  Z at signal {e['z_at_signal']:+.2f}  max Z elsewhere {e['max_z_elsewhere']:+.2f}"
-        print(f"  {label:<10} max local Z {e['max_z']:+.2f} at {e['best_window']}  fit_failed {e['fit_failed']}{extra}")
+        print(
+            f"  {label:<10} max local Z {e['max_z']:+.2f} at {e['best_window']}  fit_failed {e['fit_failed']}{extra}"
+        )
 
 
 def main() -> None:
@@ -154,18 +158,29 @@ def main() -> None:
         before = dataclasses.replace(default, n_ensemble=5, max_sideband_ratio=None)
         after = default
         summary["inject"] = {"n_injected": args.inject, "median_signal_mjj": centre}
-        for name, cfg in (("before item 4 (n_ensemble 5, all sideband events)", before), ("after item 4 (default)", after)):
+        for name, cfg in (
+            ("before item 4 (n_ensemble 5, all sideband events)", before),
+            ("after item 4 (default)", after),
+        ):
             result, seconds = run(data, cfg)
             table = z_table(result, centre)
             tw = result.truth_window
             sic = None if tw is None or tw.roc is None else tw.roc["max_sic"]
-            show(f"[inject {args.inject}] {name}; max SIC in the signal window {sic}", table, seconds, len(result.windows))
+            show(
+                f"[inject {args.inject}] {name}; max SIC in the signal window {sic}",
+                table,
+                seconds,
+                len(result.windows),
+            )
             summary["inject"][name] = {
                 "z": table, "seconds": seconds, "per_window_s": seconds / len(result.windows),
                 "max_sic_truth_window": sic,
             }  # fmt: skip
         names = list(summary["inject"])[2:]
-        ratio = summary["inject"][names[1]]["per_window_s"] / summary["inject"][names[0]]["per_window_s"]
+        ratio = (
+            summary["inject"][names[1]]["per_window_s"]
+            / summary["inject"][names[0]]["per_window_s"]
+        )
         summary["inject"]["per_window_cost_ratio_after_before"] = ratio
         print(f"\nper-window cost after / before item 4: {ratio:.2f}")
 
@@ -173,7 +188,9 @@ def main() -> None:
         _, t1 = run(data, default, workers=1)
         _, t2 = run(data, default, workers=2)
         summary["speed"] = {"one_worker_s": t1, "two_workers_s": t2, "speedup": t1 / t2}
-        print(f"\n[speed] default scan: 1 worker {t1:.0f} s, 2-worker LocalCluster {t2:.0f} s: speed-up {t1 / t2:.2f}x")
+        print(
+            f"\n[speed] default scan: 1 worker {t1:.0f} s, 2-worker LocalCluster {t2:.0f} s: speed-up {t1 / t2:.2f}x"
+        )
 
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

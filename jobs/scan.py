@@ -192,6 +192,7 @@ def run_scan(
     """
     import adhunt
     from adhunt.bumphunt import scan as core_scan
+    from adhunt.bumphunt import write_json
     from adhunt.config import config_to_dict
     from adhunt.dijet import with_derived_features
     from adhunt.jobs.executors import ExecutorConfig, task_pool
@@ -271,7 +272,8 @@ def run_scan(
             "windows_s": [w.seconds for w in result.windows],
         },
     }
-    json_path = result.write_json(output / "scan.json", extra)
+    merged = {**extra, **result.to_dict()}
+    json_path = write_json(output / "scan.json", {k: merged[k] for k in SCAN_JSON_KEYS})
     logger.info("wrote %s", json_path)
     report = json.loads(json_path.read_text())  # the in-memory report is exactly the file's
     return ScanJobResult(output, result, report, json_path, tuple(plots), tuple(model_dirs))

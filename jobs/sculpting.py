@@ -148,6 +148,11 @@ def run_sculpting(
     cuts = cut_spectra(mjj, scores, (model.region.low, model.region.high), cfg.efficiencies, edges)
     spectra = {NO_CUT: (edges, uncut), **{k: (edges, c.counts) for k, c in cuts.items()}}
     report = check_sculpting(spectra, cfg, thr, fit_range=fit_range)
+    if all(c.status == "untestable" for c in report.checks if c.label != NO_CUT):
+        raise ValueError(
+            "no score cut could be tested: "
+            + "; ".join(f"{c.label}: {c.reasons[0]}" for c in report.checks if c.label != NO_CUT)
+        )
     entries = []
     plot_paths = []
     for check, spectrum in zip(report.checks, report.scans, strict=True):
@@ -155,18 +160,19 @@ def run_sculpting(
         passed = np.ones(len(data), dtype=bool) if cut is None else cut.passed
         entry = {
             **check.to_dict(),
-            "status": "pass" if check.passed else "fail",
             "efficiency": 1.0 if cut is None else cut.efficiency,
             "threshold": None if cut is None else cut.threshold,
             "n_events": int(passed.sum()),
             # Diagnostic: a cut that learnt mjj keeps far more of the SR than of the sidebands.
             "efficiency_sr": float(np.mean(passed[sr])),
             "efficiency_sb": float(np.mean(passed[sb])) if sb.any() else None,
-            "background_fit": spectrum.background.summary(),
+            "background_fit": None
+            if spectrum.background is None
+            else spectrum.background.summary(),
             "counts": spectrum.counts,
         }
         entries.append(entry)
-        if plots:
+        if plots and spectrum.background is not None:
             title = f"{model.method} {check.label}: {entry['status'].upper()}"
             plot_paths.append(
                 plot_fit(

@@ -66,14 +66,24 @@ def method_config(
         config = config_from_dict(cls.config_class, dict(source))
     else:
         config = load_config(cls.config_class, source)
-    try:
-        return with_classifier_settings(
-            config, backend=backend, n_ensemble=n_ensemble, num_threads=num_threads
-        )
-    except ValueError:
-        if backend is not None or n_ensemble is not None:
-            raise
-        return config  # only the thread count was asked for: methods without classifiers skip it
+    config = with_classifier_settings(config, backend=backend, n_ensemble=n_ensemble)
+    classifier = _classifier_settings(config)
+    if num_threads is not None and classifier is not None and classifier.num_threads is None:
+        # A default for windows running side by side; a thread count the user set stays.
+        config = with_classifier_settings(config, num_threads=num_threads)
+    return config
+
+
+def _classifier_settings(config: Any) -> Any:
+    """The ``TrainConfig`` in ``config`` (itself or a field), or None."""
+    from adhunt.models.base import TrainConfig
+
+    if isinstance(config, TrainConfig):
+        return config
+    for f in dataclasses.fields(config):
+        if isinstance(getattr(config, f.name), TrainConfig):
+            return getattr(config, f.name)
+    return None
 
 
 @dataclass

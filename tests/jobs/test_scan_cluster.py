@@ -41,7 +41,9 @@ def test_worker_killed_mid_scan_loses_nothing(tmp_path):
                 info = client.scheduler_info()["workers"]
                 b = next(a for a, w in info.items() if w["name"] == "B")
                 while not stop.is_set():
-                    held = [k for k in client.has_what().get(b, ()) if str(k).startswith("scan_window")]
+                    held = [
+                        k for k in client.has_what().get(b, ()) if str(k).startswith("scan_window")
+                    ]
                     running = sum(len(v) for v in client.processing().values())
                     if held and running:
                         os.kill(procs["B"].pid, signal.SIGKILL)
