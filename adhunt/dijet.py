@@ -14,12 +14,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from adhunt.schema import DERIVED_FEATURES, FEATURE_COLUMNS
+from adhunt.schema import DERIVED_FEATURES, FEATURE_COLUMNS, LEADING_COLUMNS, TRAILING_COLUMNS
 from adhunt.substructure import safe_ratio
 
 #: Columns produced by :func:`dijet_features`: the feature table's columns without the bookkeeping
-#: ones (dataset/run/event before, truth_label after), so the two lists cannot drift apart.
-DIJET_COLUMNS = FEATURE_COLUMNS[3:-1]
+#: ones (dataset/run/luminosityBlock/event before, truth_label/weight after), so the two lists
+#: cannot drift apart.
+DIJET_COLUMNS = FEATURE_COLUMNS[len(LEADING_COLUMNS) : -len(TRAILING_COLUMNS)]
 
 
 def invariant_mass(px: np.ndarray, py: np.ndarray, pz: np.ndarray, E: np.ndarray) -> np.ndarray:
@@ -38,12 +39,14 @@ def dijet_features(
     jet_b: dict[str, np.ndarray],
     taus_a: np.ndarray,
     taus_b: np.ndarray,
+    masses: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Feature columns for events whose two leading-pT jets are ``jet_a`` (leading) and ``jet_b``.
 
     ``jet_a``/``jet_b`` map px, py, pz, E to 1-d arrays (one entry per event); ``taus_a``/``taus_b``
     are (n_events, 3) arrays of tau_1..tau_3. Returns numpy float64 columns named as
-    :data:`DIJET_COLUMNS`.
+    :data:`DIJET_COLUMNS`. ``masses`` replaces the jets' own masses as mj (e.g. the soft-drop
+    masses of NanoAOD FatJets, what CMS analyses cut on); mjj always uses the full four-vectors.
     """
     a = {k: np.asarray(jet_a[k], dtype=np.float64) for k in ("px", "py", "pz", "E")}
     b = {k: np.asarray(jet_b[k], dtype=np.float64) for k in ("px", "py", "pz", "E")}
@@ -55,6 +58,10 @@ def dijet_features(
 
     mass_a = invariant_mass(a["px"], a["py"], a["pz"], a["E"])
     mass_b = invariant_mass(b["px"], b["py"], b["pz"], b["E"])
+    if masses is not None:
+        mass_a, mass_b = (np.asarray(m, dtype=np.float64) for m in masses)
+        if mass_a.shape != (n,) or mass_b.shape != (n,):
+            raise ValueError(f"masses must have shape ({n},), got {mass_a.shape}, {mass_b.shape}")
     mjj = invariant_mass(*(a[k] + b[k] for k in ("px", "py", "pz", "E")))
     a_is_light = mass_a <= mass_b
 

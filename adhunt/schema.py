@@ -16,10 +16,12 @@ EVENT_BRANCHES = ("run", "luminosityBlock", "event")
 #: int32, 1 signal, 0 background. One word: NanoAOD naming splits ``a_b`` into collection and field.
 TRUTH_BRANCH = "truthLabel"
 
-#: Every column of a feature table, in order.
+#: Every column of a feature table, in order. ``weight``: genWeight (simulation, optionally
+#: normalised to cross-section x luminosity) or 1 (data); ``luminosityBlock`` for lumi masks.
 FEATURE_COLUMNS = (
     "dataset",
     "run",
+    "luminosityBlock",
     "event",
     "mjj",
     "mj1",
@@ -41,7 +43,11 @@ FEATURE_COLUMNS = (
     "eta_j2",
     "delta_eta",
     "truth_label",
+    "weight",
 )
+#: Bookkeeping columns before and after the dijet features in :data:`FEATURE_COLUMNS`.
+LEADING_COLUMNS = ("dataset", "run", "luminosityBlock", "event")
+TRAILING_COLUMNS = ("truth_label", "weight")
 
 #: The standard five features of the CWoLa / CATHODE papers (mjj is the conditioning variable).
 STANDARD_FEATURES = ("mj1", "delta_mj", "tau21_j1", "tau21_j2")  # + mjj, the conditioning variable

@@ -45,7 +45,12 @@ from adhunt.schema import FEATURE_COLUMNS, RESONANT_VARIABLE
 
 log = logging.getLogger(__name__)
 
-_INT_COLUMNS = {"run": np.int64, "event": np.int64, "truth_label": np.int32}
+_INT_COLUMNS = {
+    "run": np.int64,
+    "luminosityBlock": np.int64,
+    "event": np.int64,
+    "truth_label": np.int32,
+}
 _CHUNK_RE = re.compile(r"^(?P<key>.+)_(?P<start>\d+)-(?P<stop>\d+)\.parquet$")
 #: The exact names :func:`chunk_filename` writes: a foreign table is never mistaken for a chunk.
 _STRICT_CHUNK_RE = re.compile(r"^.+-[0-9a-f]{8}_\d{12}-\d{12}\.parquet$")
@@ -81,14 +86,24 @@ def make_feature_frame(
     event: np.ndarray,
     truth_label: np.ndarray,
     features: Mapping[str, np.ndarray],
+    *,
+    luminosity_block: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """A feature table with exactly :data:`FEATURE_COLUMNS`, in order, with fixed dtypes."""
+    """A feature table with exactly :data:`FEATURE_COLUMNS`, in order, with fixed dtypes.
+
+    ``luminosity_block`` defaults to 0 (unknown) and ``weight`` to 1 (unweighted events).
+    """
     n = len(run)
     columns: dict[str, object] = {
         "dataset": pd.Series([dataset] * n, dtype=object),
         "run": np.asarray(run, dtype=np.int64),
+        "luminosityBlock": np.zeros(n, np.int64)
+        if luminosity_block is None
+        else np.asarray(luminosity_block, dtype=np.int64),
         "event": np.asarray(event, dtype=np.int64),
         "truth_label": np.asarray(truth_label, dtype=np.int32),
+        "weight": np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64),
     }
     for name in FEATURE_COLUMNS:
         if name not in columns:

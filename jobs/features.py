@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from adhunt.inputs import DatasetWeights
     from adhunt.processors.features import FeatureConfig
 
 logger = logging.getLogger(__name__)
@@ -36,10 +38,19 @@ class FeatureRunResult:
 
 
 def load_fileset(fileset: str | Path | dict[str, Any]) -> dict[str, list[str]]:
-    """``{dataset: [file, ...]}`` from a fileset JSON path or mapping.
+    """``{dataset: [file, ...]}`` from a fileset JSON path or mapping (see :func:`load_datasets`)."""
+    return {d: list(entry["files"]) for d, entry in load_datasets(fileset).items()}
 
-    Accepts coffea's forms (a list of files, or ``{"files": [...] | {file: tree}, ...}`` per
-    dataset). Relative paths in a JSON file are taken relative to the JSON file's directory.
+
+def load_datasets(
+    fileset: str | Path | dict[str, Any], default_tree: str = TREE_NAME
+) -> dict[str, dict[str, Any]]:
+    """``{dataset: {"files": {file: tree}, "metadata": {...}}}`` from a fileset JSON path or mapping.
+
+    Accepts coffea's forms per dataset: a list of files, ``{"files": [...]}`` (tree
+    ``"treename"`` or ``default_tree``), or ``{"files": {file: tree}}``; ``"metadata"`` (e.g.
+    ``xsec`` in pb, ``is_data``) is kept. Relative paths in a JSON file are taken relative to
+    the JSON file's directory.
     """
     base: Path | None = None
     if not isinstance(fileset, dict):
@@ -53,15 +64,28 @@ def load_fileset(fileset: str | Path | dict[str, Any]) -> dict[str, list[str]]:
         base = path.parent
     if not isinstance(fileset, dict) or not fileset:
         raise ValueError("a fileset must be a non-empty mapping {dataset: files}")
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for dataset, entry in fileset.items():
         files = entry.get("files") if isinstance(entry, dict) else entry
+        metadata = entry.get("metadata") if isinstance(entry, dict) else None
+        tree = entry.get("treename", default_tree) if isinstance(entry, dict) else default_tree
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"fileset dataset {dataset!r}: 'metadata' must be a mapping")
         if isinstance(files, dict):
-            files = list(files)
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            raise ValueError(f"fileset dataset {dataset!r}: expected a list of file names")
-        resolved = []
-        for name in files:
+            trees = files
+        elif isinstance(files, list):
+            trees = dict.fromkeys(files, tree)
+        else:
+            trees = None
+        if not trees or not all(
+            isinstance(f, str) and isinstance(t, str) for f, t in trees.items()
+        ):
+            raise ValueError(
+                f"fileset dataset {dataset!r}: expected a list of file names or a mapping "
+                "{file: tree name}"
+            )
+        resolved = {}
+        for name, tree_name in trees.items():
             p = Path(name)
             if (
                 not p.is_absolute()
@@ -70,40 +94,57 @@ def load_fileset(fileset: str | Path | dict[str, Any]) -> dict[str, list[str]]:
                 and (base / p).exists()
             ):
                 p = base / p
-            resolved.append(str(p.resolve()) if "://" not in name else name)
-        out[dataset] = resolved
+            resolved[str(p.resolve()) if "://" not in name else name] = tree_name
+        out[dataset] = {"files": resolved, "metadata": dict(metadata or {})}
     return out
 
 
 def check_inputs(
-    fileset: dict[str, list[str]], required: tuple[str, ...]
+    fileset: dict[str, list[str]] | dict[str, dict[str, str]],
+    required: tuple[str, ...] | Callable[[set[str]], str | None],
+    default_tree: str = TREE_NAME,
 ) -> tuple[dict[str, list[str]], list[dict[str, str]], dict[str, int]]:
-    """Split a fileset into good files and bad ones (with the reason); also entries per good file."""
+    """Split a fileset into good files and bad ones (with the reason); also entries per good file.
+
+    ``fileset`` maps datasets to file lists (tree ``default_tree``) or to ``{file: tree}``.
+    ``required`` is a tuple of branch names or a function of the branch names returning why the
+    file cannot be used (``FeatureConfig.missing_branches``), None if it can.
+    """
     import uproot
+
+    if not callable(required):
+        names = tuple(required)
+
+        def required(keys: set[str]) -> str | None:
+            missing = [b for b in names if b not in keys]
+            return f"missing branch(es) {', '.join(missing)}" if missing else None
 
     good: dict[str, list[str]] = {}
     bad: list[dict[str, str]] = []
     entries: dict[str, int] = {}
     for dataset, files in fileset.items():
+        trees = files if isinstance(files, dict) else dict.fromkeys(files, default_tree)
         good[dataset] = []
-        for name in files:
+        for name, tree_name in trees.items():
             reason = None
             if "://" not in name and not Path(name).is_file():
                 reason = "file not found"
             else:
                 try:
                     with uproot.open(name) as handle:
-                        if TREE_NAME not in handle:
-                            reason = f"no tree {TREE_NAME!r}"
+                        if tree_name not in handle:
+                            trees_there = sorted(
+                                {k.split(";")[0] for k in handle.keys(recursive=False)}
+                            )
+                            reason = (
+                                f"no tree {tree_name!r} (the file has {', '.join(trees_there)})"
+                            )
                         else:
-                            tree = handle[TREE_NAME]
-                            keys = set(tree.keys())
-                            missing = [b for b in required if b not in keys]
-                            if missing:
-                                reason = f"missing branch(es) {', '.join(missing)}"
-                            elif tree.num_entries == 0:
+                            tree = handle[tree_name]
+                            reason = required(set(_branch_names(tree)))
+                            if reason is None and tree.num_entries == 0:
                                 reason = "empty file (0 events)"
-                            else:
+                            elif reason is None:
                                 entries[name] = int(tree.num_entries)
                 except Exception as err:  # uproot raises many types for corrupt files
                     reason = f"cannot read ROOT file ({type(err).__name__}: {err})"
@@ -112,6 +153,25 @@ def check_inputs(
             else:
                 bad.append({"dataset": dataset, "file": name, "reason": reason})
     return good, bad, entries
+
+
+def _branch_names(tree: Any) -> list[str]:
+    """Branch names of a TTree, or the NanoAOD-style names of an RNTuple's fields.
+
+    RNTuple NanoAOD stores a collection as one field ``FatJet`` with subfields and a counter
+    ``nFatJet``; the names are flattened to ``FatJet_pt`` so one check serves both formats.
+    """
+    if hasattr(tree, "branches"):
+        return list(tree.keys())
+    names = []
+    for field_ in tree.fields:
+        sub = getattr(field_, "fields", None) or []
+        if sub:
+            names.append(f"n{field_.name}")
+            names.extend(f"{field_.name}_{s.name.split('.')[-1]}" for s in sub)
+        else:
+            names.append(field_.name)
+    return names
 
 
 def run_features(
@@ -131,27 +191,31 @@ def run_features(
     on bad input unless ``skip_bad_files``.
     """
     from adhunt.config import config_to_dict
+    from adhunt.inputs import load_lumi_mask
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.processors.features import (
         DijetFeatureProcessor,
         FeatureConfig,
         FeatureInputError,
-        QuietPFNanoAODSchema,
     )
     from adhunt.tables import clear_datasets
 
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
     output_dir = Path(output_dir)
-    files = load_fileset(fileset)
+    datasets = load_datasets(fileset, config.tree)
+    files = {d: entry["files"] for d, entry in datasets.items()}
 
-    good, bad, entries = check_inputs(files, config.required_branches())
+    good, bad, entries = check_inputs(files, config.missing_branches, config.tree)
     if bad and not skip_bad_files:
         lines = "; ".join(f"{b['file']}: {b['reason']}" for b in bad)
         raise FeatureInputError(f"bad input file(s) (use --skip-bad-files to skip them): {lines}")
     for b in bad:
         logger.warning("skipping %s (dataset %s): %s", b["file"], b["dataset"], b["reason"])
     good = {d: f for d, f in good.items() if f}
+    if config.lumi_mask is not None:
+        load_lumi_mask(config.lumi_mask)  # a bad golden JSON fails here, before any work
+    weights = dataset_weights(datasets, good, config)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     removed = clear_datasets(output_dir, files)
@@ -161,11 +225,12 @@ def run_features(
     out: dict[str, Any] = {"cutflow": {}, "files": [], "chunks": [], "warnings": [], "errors": []}
     if good:
         processor_instance = DijetFeatureProcessor(
-            config, output_dir, skip_bad_chunks=skip_bad_files
+            config, output_dir, skip_bad_chunks=skip_bad_files, weights=weights
         )
-        with coffea_runner(exec_config, QuietPFNanoAODSchema, (FeatureInputError,)) as runner:
+        runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
+        with coffea_runner(exec_config, config.schema_class, (FeatureInputError,)) as runner:
             try:
-                result = runner(good, processor_instance, treename="Events")
+                result = runner(runnable, processor_instance, treename=None)
             except FeatureInputError:
                 raise
             except Exception as err:
@@ -182,6 +247,7 @@ def run_features(
         "features": config_to_dict(config),
         "executor": config_to_dict(exec_config),
         "fileset": files,
+        "weights": {d: config_to_dict(w) for d, w in weights.items()},
     }
     (output_dir / "features_config.json").write_text(json.dumps(echo, indent=2) + "\n")
     return FeatureRunResult(
@@ -191,6 +257,41 @@ def run_features(
         skipped=skipped,
         warnings=list(out["warnings"]),
     )
+
+
+def dataset_weights(
+    datasets: dict[str, dict[str, Any]], good: dict[str, list[str]], config: FeatureConfig
+) -> dict[str, DatasetWeights]:
+    """How each dataset is weighted, from its fileset metadata (``is_data``, ``xsec`` in pb).
+
+    With ``config.luminosity`` every simulated dataset needs ``xsec``; its generator weights
+    are scaled by xsec x luminosity / (sum of generator weights over all its files).
+    """
+    from adhunt.inputs import DatasetWeights, InputError, normalisation, sum_of_generator_weights
+    from adhunt.processors.features import FeatureInputError
+
+    out = {}
+    for dataset, entry in datasets.items():
+        meta = entry["metadata"]
+        is_data = meta.get("is_data")
+        if is_data is not None and not isinstance(is_data, bool):
+            raise FeatureInputError(
+                f"fileset dataset {dataset!r}: metadata is_data must be true or false, got {is_data!r}"
+            )
+        scale = 1.0
+        if config.luminosity is not None and not is_data and good.get(dataset):
+            if "xsec" not in meta:
+                raise FeatureInputError(
+                    f"fileset dataset {dataset!r}: normalising to a luminosity needs metadata "
+                    "'xsec' (pb), or 'is_data': true for data"
+                )
+            try:
+                sumw = sum(sum_of_generator_weights(f, entry["files"][f])[0] for f in good[dataset])
+                scale = normalisation(float(meta["xsec"]), config.luminosity, sumw)
+            except (InputError, TypeError, ValueError) as err:
+                raise FeatureInputError(f"fileset dataset {dataset!r}: {err}") from err
+        out[dataset] = DatasetWeights(is_data=is_data, scale=scale)
+    return out
 
 
 def summarize_run(
@@ -291,7 +392,41 @@ def features(
     jets: Annotated[
         str | None, typer.Option(help="pfcands (recluster PFCands) | fatjet (NanoAOD FatJet).")
     ] = None,
-    radius: Annotated[float | None, typer.Option(help="Anti-kT radius and tau_N R0.")] = None,
+    radius: Annotated[
+        float | None,
+        typer.Option(help="Anti-kT radius and tau_N R0 (pfcands; refused with --jets fatjet)."),
+    ] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="nanoaod (CMS NanoAOD/PFNanoAOD) | delphes.")
+    ] = None,
+    trigger_pt: Annotated[
+        float | None, typer.Option(help="Jet trigger: a jet above this pT (GeV).")
+    ] = None,
+    no_trigger: Annotated[
+        bool, typer.Option("--no-trigger", help="No jet-pT trigger (e.g. with --hlt).")
+    ] = False,
+    hlt: Annotated[
+        str | None, typer.Option(help="OR of HLT bits, comma-separated (HLT_ prefix optional).")
+    ] = None,
+    no_puppi: Annotated[
+        bool, typer.Option("--no-puppi", help="Ignore PFCands_puppiWeight when clustering.")
+    ] = False,
+    jet_eta: Annotated[
+        float | None, typer.Option(help="fatjet: keep fat jets with |eta| below this.")
+    ] = None,
+    jet_id: Annotated[
+        int | None, typer.Option(help="fatjet: required FatJet_jetId bits (2 tight, 6 +lepveto).")
+    ] = None,
+    jet_mass: Annotated[
+        str | None, typer.Option(help="fatjet: jet mass mj, mass | msoftdrop.")
+    ] = None,
+    lumi_mask: Annotated[
+        Path | None, typer.Option("--lumi-mask", help="CMS golden JSON for data.")
+    ] = None,
+    luminosity: Annotated[
+        float | None,
+        typer.Option(help="pb^-1: normalise MC weights to xsec (fileset metadata) x this."),
+    ] = None,
     skip_bad_files: Annotated[
         bool, typer.Option("--skip-bad-files", help="Skip bad inputs and report them.")
     ] = False,
@@ -306,9 +441,38 @@ def features(
     from adhunt.jobs.reporting import console
     from adhunt.processors.features import FeatureConfig, FeatureInputError
 
-    feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
-    overrides = {k: v for k, v in {"jets": jets, "radius": radius}.items() if v is not None}
     try:
+        feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
+        overrides: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "jets": jets,
+                "schema": schema,
+                "jet_abs_eta_max": jet_eta,
+                "jet_id": jet_id,
+                "jet_mass": jet_mass,
+                "luminosity": luminosity,
+                "lumi_mask": None if lumi_mask is None else str(lumi_mask),
+            }.items()
+            if v is not None
+        }
+        if hlt is not None:
+            overrides["hlt"] = tuple(p.strip() for p in hlt.split(",") if p.strip())
+        if no_trigger:
+            overrides["apply_trigger"] = False
+        if no_puppi:
+            overrides["puppi"] = False
+        if trigger_pt is not None:
+            overrides["trigger"] = dataclasses.replace(feature_config.trigger, pt_min=trigger_pt)
+        if radius is not None:
+            if overrides.get("jets", feature_config.jets) == "fatjet":
+                raise ValueError(
+                    "--radius cannot be used with --jets fatjet: the fat jets' radius is fixed "
+                    "by the file (NanoAOD FatJet: AK8, R = 0.8)"
+                )
+            overrides["radius"] = radius
+        elif "jets" in overrides and overrides["jets"] != feature_config.jets:
+            overrides["radius"] = None  # the new jet source's own default radius
         feature_config = dataclasses.replace(feature_config, **overrides)
         result = run_features(
             fileset,

@@ -273,12 +273,8 @@ def run_infer(
         write_histogram_json,
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
-    from adhunt.jobs.features import check_inputs, load_fileset, summarize_run
-    from adhunt.processors.features import (
-        FeatureConfig,
-        FeatureInputError,
-        QuietPFNanoAODSchema,
-    )
+    from adhunt.jobs.features import check_inputs, dataset_weights, load_datasets, summarize_run
+    from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
         InferenceError,
@@ -311,14 +307,16 @@ def run_infer(
 
     # --- driver-side checks ----------------------------------------------------------------------
     loaded = _load_models(models)
-    files = load_fileset(fileset)
-    good, bad, entries = check_inputs(files, feature_config.required_branches())
+    datasets_in = load_datasets(fileset, feature_config.tree)
+    files = {d: entry["files"] for d, entry in datasets_in.items()}
+    good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)
     if bad and not exec_config.skip_bad_files:
         lines = "; ".join(f"{b['file']}: {b['reason']}" for b in bad)
         raise FeatureInputError(f"bad input file(s) (use --skip-bad-files to skip them): {lines}")
     for b in bad:
         logger.warning("skipping %s (dataset %s): %s", b["file"], b["dataset"], b["reason"])
     good = {d: f for d, f in good.items() if f}
+    weights = dataset_weights(datasets_in, good, feature_config)
 
     # --- thresholds ------------------------------------------------------------------------------
     refs, thresholds, reference_info = [], {}, {}
@@ -348,13 +346,15 @@ def run_infer(
     datasets = list(files)
     proc = InferenceProcessor(
         refs, effs, feature_config, edges, mode, datasets, num_threads,
-        skip_bad_chunks=exec_config.skip_bad_files,
+        skip_bad_chunks=exec_config.skip_bad_files, weights=weights,
     )  # fmt: skip
     out = proc.empty_output()
     if good:
-        with coffea_runner(exec_config, QuietPFNanoAODSchema, (FeatureInputError,)) as runner:
+        runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
+        schema = feature_config.schema_class
+        with coffea_runner(exec_config, schema, (FeatureInputError,)) as runner:
             try:
-                chunks = list(runner.preprocess(good, treename="Events"))
+                chunks = list(runner.preprocess(runnable, treename=None))
                 if gpu:
                     _check_resources(runner, gpu)
                 result = _execute(runner, chunks, proc, exec_config, progress, gpu)
@@ -366,8 +366,9 @@ def run_infer(
 
     skipped, cutflow = summarize_run(out, bad, good, entries, datasets)
     scored = {d: int(out["scored"].get(d, 0)) for d in datasets}
+    weighted = {d: float(out["weighted"].get(d, 0.0)) for d in datasets}
     h = out["hist"]
-    _check_counts(h, cutflow, scored, list(loaded))
+    _check_counts(h, cutflow, scored, list(loaded), weighted)
 
     # --- outputs ---------------------------------------------------------------------------------
     model_info = {
@@ -516,9 +517,17 @@ def _check_resources(runner: Any, gpu: Mapping[str, float]) -> None:
 
 
 def _check_counts(
-    h: Any, cutflow: dict[str, dict[str, int]], scored: dict[str, int], models: list[str]
+    h: Any,
+    cutflow: dict[str, dict[str, int]],
+    scored: dict[str, int],
+    models: list[str],
+    weighted: dict[str, float] | None = None,
 ) -> None:
-    """Every event counted once: cutflow nested, each selected event scored and filled once."""
+    """Every event counted once: cutflow nested, each selected event scored and filled once.
+
+    The histogram is filled with event weights: per model it must hold ``weighted[dataset]``
+    (the scored events' sum of weights; their count when ``weighted`` is None).
+    """
     import numpy as np
 
     from adhunt.processors.features import CUTFLOW_STEPS
@@ -545,10 +554,11 @@ def _check_counts(
             index[axes.index("dataset")] = names.index(dataset)
             index[axes.index("model")] = m
             total = float(values[tuple(index)].sum())
-            if total != n:
+            expected = float(n) if weighted is None else weighted[dataset]
+            if abs(total - expected) > 1e-9 * max(1.0, abs(expected)):
                 raise RuntimeError(
-                    f"dataset {dataset!r}, model {model!r}: histogram holds {total:g} events, "
-                    f"{n} were scored"
+                    f"dataset {dataset!r}, model {model!r}: histogram holds {total:g} (sum of "
+                    f"weights), the {n} scored events weigh {expected:g}"
                 )
 
 

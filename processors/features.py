@@ -18,6 +18,7 @@ a subset of the previous one, so rejections add up exactly.
 objects in ``FeatureConfig``'s field types to build the nested ``TriggerConfig`` from a file.)
 """
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +27,40 @@ import awkward as ak
 import numpy as np
 import pandas as pd
 from coffea import processor
-from coffea.nanoevents import PFNanoAODSchema
+from coffea.nanoevents import DelphesSchema, PFNanoAODSchema
 
 from adhunt.dijet import dijet_features
+from adhunt.inputs import (
+    DEFAULT_TREES,
+    KINEMATIC_FIELDS,
+    SCHEMAS,
+    TAUS,
+    DatasetWeights,
+    InputError,
+    candidates,
+    delphes_candidates,
+    event_weights,
+    hlt_branch,
+    hlt_mask,
+    load_lumi_mask,
+    lumi_mask,
+    missing_branches,
+)
 from adhunt.jets import ClusteredEvents, TriggerConfig, passes_trigger, to_fastjet_input
-from adhunt.schema import PFCANDS_FLOAT_FIELDS, TRUTH_BRANCH
+from adhunt.schema import TRUTH_BRANCH
 from adhunt.substructure import nsubjettiness
 from adhunt.tables import chunk_filename, make_feature_frame, write_chunk
 
 logger = logging.getLogger(__name__)
 
-CUTFLOW_STEPS = ("events", "finite_momenta", "trigger", "two_jets")
+CUTFLOW_STEPS = ("events", "lumi_mask", "hlt", "finite_momenta", "trigger", "two_jets")
 JET_SOURCES = ("pfcands", "fatjet")
+JET_MASSES = ("mass", "msoftdrop")
 FATJET_FIELDS = ("pt", "eta", "phi", "mass", "tau1", "tau2", "tau3")
 #: Radius of NanoAOD FatJets (AK8); their stored taus are normalised with it.
 FATJET_RADIUS = 0.8
+#: Anti-kT radius of the PF-candidate reclustering when none is given (LHC Olympics R&D).
+DEFAULT_RADIUS = 1.0
 
 
 class FeatureInputError(Exception):
@@ -57,41 +77,135 @@ class QuietPFNanoAODSchema(PFNanoAODSchema):
     warn_missing_crossrefs = False
 
 
+class QuietDelphesSchema(DelphesSchema):
+    """DelphesSchema without cross-reference warnings (same reason as QuietPFNanoAODSchema)."""
+
+    warn_missing_crossrefs = False
+
+
+#: NanoEvents schema class of each ``FeatureConfig.schema``.
+SCHEMA_CLASSES = {"nanoaod": QuietPFNanoAODSchema, "delphes": QuietDelphesSchema}
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
-    """What a feature run computes. Echoed into ``features_config.json`` next to the tables."""
+    """What a feature run computes and selects. Echoed into ``features_config.json``.
 
-    jets: str = "pfcands"  # "pfcands": recluster PFCands with anti-kT; "fatjet": NanoAOD FatJet
-    radius: float = 1.0  # anti-kT radius and N-subjettiness R0 (pfcands mode)
+    Selection, in cutflow order: golden-JSON ``lumi_mask`` (CMS data), OR of the ``hlt`` bits,
+    finite inputs, the jet ``trigger`` (LHC Olympics: a jet above ``trigger.pt_min``; off with
+    ``apply_trigger=False``), >= 2 jets. ``radius`` is the reclustering radius (pfcands); in
+    fatjet mode it is the collection's own (NanoAOD AK8: 0.8, and no other value is accepted).
+    ``jet_abs_eta_max``/``jet_id``/``jet_mass`` apply to fat jets: the jets failing them are
+    removed before the leading two are taken. ``luminosity`` (pb^-1) turns on the normalisation
+    of simulation to cross-section x luminosity (``xsec`` in pb from the fileset metadata).
+    """
+
+    schema: str = "nanoaod"  # "nanoaod" (CMS NanoAOD / PFNanoAOD) | "delphes"
+    jets: str = "pfcands"  # "pfcands": recluster candidates with anti-kT; "fatjet": stored fat jets
+    radius: float | None = None  # anti-kT radius and tau_N R0; None: 1.0 (pfcands), 0.8 (fatjet)
     beta: float = 1.0  # N-subjettiness angular exponent
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    apply_trigger: bool = True  # False: no jet-pT trigger (e.g. when HLT bits select instead)
+    hlt: tuple[str, ...] = ()  # OR of these HLT bits (names with or without "HLT_")
+    puppi: bool = True  # weight candidate four-momenta by PFCands_puppiWeight when present
+    jet_abs_eta_max: float | None = None  # fatjet mode: drop fat jets with |eta| >= this
+    jet_id: int = 0  # fatjet mode: required FatJet_jetId bits (2: tight, 6: tight + lepton veto)
+    jet_mass: str = "mass"  # fatjet mode: "mass" | "msoftdrop" as the jet mass mj
+    lumi_mask: str | None = None  # CMS golden JSON applied to (run, luminosityBlock)
+    luminosity: float | None = None  # pb^-1: normalise simulation to xsec x luminosity
 
     def __post_init__(self) -> None:
+        if self.schema not in SCHEMAS:
+            raise ValueError(f"schema must be one of {SCHEMAS}, got {self.schema!r}")
         if self.jets not in JET_SOURCES:
             raise ValueError(f"jets must be one of {JET_SOURCES}, got {self.jets!r}")
-        if not self.radius > 0:
-            raise ValueError(f"radius must be positive, got {self.radius}")
         if isinstance(self.trigger, dict):  # tolerate a plain mapping from a config file
             object.__setattr__(self, "trigger", TriggerConfig(**self.trigger))
+        if isinstance(self.hlt, str):
+            object.__setattr__(self, "hlt", tuple(p for p in self.hlt.split(",") if p.strip()))
+        object.__setattr__(self, "hlt", tuple(hlt_branch(p) for p in self.hlt))
+        if self.jets == "fatjet" and self.schema == "nanoaod":
+            if self.radius is not None and self.radius != FATJET_RADIUS:
+                raise ValueError(
+                    f"radius {self.radius} cannot be used with jets='fatjet': NanoAOD FatJets are "
+                    f"AK8 (R = {FATJET_RADIUS}) and their taus were computed with R0 = 0.8"
+                )
+            object.__setattr__(self, "radius", FATJET_RADIUS)
+        elif self.radius is None:
+            default = FATJET_RADIUS if self.jets == "fatjet" else DEFAULT_RADIUS
+            object.__setattr__(self, "radius", default)
+        if not self.radius > 0:
+            raise ValueError(f"radius must be positive, got {self.radius}")
+        if self.jet_mass not in JET_MASSES:
+            raise ValueError(f"jet_mass must be one of {JET_MASSES}, got {self.jet_mass!r}")
+        fat_only = {
+            "jet_abs_eta_max": self.jet_abs_eta_max is not None,
+            "jet_id": self.jet_id != 0,
+            "jet_mass": self.jet_mass != "mass",
+        }
+        if self.jets != "fatjet" and any(fat_only.values()):
+            used = [k for k, v in fat_only.items() if v]
+            raise ValueError(f"{', '.join(used)} only apply to jets='fatjet'")
+        if self.schema == "delphes" and (self.jet_id or self.jet_mass != "mass"):
+            raise ValueError("jet_id and jet_mass='msoftdrop' need NanoAOD FatJet branches")
+        if self.jet_abs_eta_max is not None and not self.jet_abs_eta_max > 0:
+            raise ValueError(f"jet_abs_eta_max must be positive, got {self.jet_abs_eta_max}")
+        if self.jet_id < 0:
+            raise ValueError(f"jet_id must be a non-negative bit mask, got {self.jet_id}")
+        if self.luminosity is not None and not self.luminosity > 0:
+            raise ValueError(f"luminosity must be positive (pb^-1), got {self.luminosity}")
+
+    @property
+    def tree(self) -> str:
+        """The tree read when the fileset does not name one."""
+        return DEFAULT_TREES[self.schema]
+
+    @property
+    def schema_class(self) -> type:
+        """The NanoEvents schema that reads this configuration's files."""
+        return SCHEMA_CLASSES[self.schema]
+
+    def extra_branches(self) -> tuple[str, ...]:
+        """Branches the options need beyond the jets' own (HLT bits, jet ID, soft-drop mass)."""
+        extra = list(self.hlt)
+        if self.jets == "fatjet" and self.schema == "nanoaod":
+            if self.jet_id:
+                extra.append("FatJet_jetId")
+            if self.jet_mass == "msoftdrop":
+                extra.append("FatJet_msoftdrop")
+        return tuple(extra)
+
+    def missing_branches(self, keys) -> str | None:
+        """Why a file with these branches cannot be processed (None: it can)."""
+        return missing_branches(keys, self.schema, self.jets, self.extra_branches())
 
     def required_branches(self) -> tuple[str, ...]:
-        """Branches an input file must have (the driver checks them before processing)."""
+        """Branches a PFCands-style NanoAOD input must have (see :meth:`missing_branches`)."""
         event = ("run", "luminosityBlock", "event")
         if self.jets == "fatjet":
             return (*event, "nFatJet", *(f"FatJet_{f}" for f in FATJET_FIELDS))
-        # PFNanoAODSchema needs PFCands_charge to build the collection.
-        return (*event, "nPFCands", *(f"PFCands_{f}" for f in (*PFCANDS_FLOAT_FIELDS, "charge")))
+        return (*event, "nPFCands", *(f"PFCands_{f}" for f in KINEMATIC_FIELDS))
 
 
 class DijetFeatureProcessor(processor.ProcessorABC):
-    """Writes each chunk's feature table to ``output_dir`` and returns cutflow + file list."""
+    """Writes each chunk's feature table to ``output_dir`` and returns cutflow + file list.
+
+    ``weights`` maps dataset names to how their events are weighted (data / simulation and the
+    normalisation scale, decided by the driver from the fileset); datasets not in it get
+    ``DatasetWeights()`` (genWeight when the file has it, else 1).
+    """
 
     def __init__(
-        self, config: FeatureConfig, output_dir: str | Path, skip_bad_chunks: bool = False
+        self,
+        config: FeatureConfig,
+        output_dir: str | Path,
+        skip_bad_chunks: bool = False,
+        weights: dict[str, DatasetWeights] | None = None,
     ) -> None:
         self.config = config
         self.output_dir = str(Path(output_dir).resolve())
         self.skip_bad_chunks = skip_bad_chunks
+        self.weights = dict(weights or {})
 
     def process(self, events) -> dict:
         meta = events.metadata
@@ -100,7 +214,9 @@ class DijetFeatureProcessor(processor.ProcessorABC):
         where = f"{filename} (dataset {dataset!r}, entries {start}-{stop})"
         chunk = (dataset, filename, start, stop)
         try:
-            frame, cutflow, warnings = self._features(events, dataset, where)
+            frame, cutflow, warnings = compute_features(
+                events, self.config, dataset, where, self.weights.get(dataset)
+            )
             path = write_chunk(
                 frame, self.output_dir, chunk_filename(dataset, filename, start, stop)
             )
@@ -126,12 +242,28 @@ class DijetFeatureProcessor(processor.ProcessorABC):
     def postprocess(self, accumulator: dict) -> dict:
         return accumulator
 
-    def _features(self, events, dataset: str, where: str):
-        return compute_features(events, self.config, dataset, where)
+
+_LUMI_MASKS: dict[str, object] = {}
+
+
+def _lumi_mask(path: str):
+    """The LumiMask of a golden JSON, parsed once per process and content (workers reuse it
+    across chunks; a file rewritten between runs is parsed again)."""
+    try:
+        key = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise InputError(f"lumi mask (golden JSON) cannot be read: {path} ({err})") from err
+    if key not in _LUMI_MASKS:
+        _LUMI_MASKS[key] = load_lumi_mask(path)
+    return _LUMI_MASKS[key]
 
 
 def compute_features(
-    events, config: FeatureConfig, dataset: str, where: str
+    events,
+    config: FeatureConfig,
+    dataset: str,
+    where: str,
+    weights: DatasetWeights | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
     """One chunk of NanoEvents -> (feature frame, cutflow, warnings).
 
@@ -139,56 +271,129 @@ def compute_features(
     its frame to parquet, the inference processor (``adhunt.processors.inference``) scores it, so
     both count events with the same cutflow. ``where`` names the chunk in error messages.
     """
-    fields = set(events.fields)
-    collection = "FatJet" if config.jets == "fatjet" else "PFCands"
-    needed = FATJET_FIELDS if config.jets == "fatjet" else PFCANDS_FLOAT_FIELDS
-    if collection not in fields:
-        raise FeatureInputError(
-            f"{where}: missing collection {collection} (branches {collection}_*)"
-        )
-    have = set(events[collection].fields)
-    missing = [f"{collection}_{f}" for f in needed if f not in have]
-    missing += [b for b in ("run", "event") if b not in fields]
-    if missing:
-        raise FeatureInputError(f"{where}: missing branch(es) {', '.join(missing)}")
+    try:
+        return _compute(events, config, dataset, where, weights or DatasetWeights())
+    except InputError as err:
+        raise FeatureInputError(f"{where}: {err}") from err
 
+
+def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: DatasetWeights):
+    fields = set(events.fields)
     n_events = len(events)
     cutflow = dict.fromkeys(CUTFLOW_STEPS, 0)
     cutflow["events"] = n_events
     warnings: list[str] = []
-    coll = events[collection]
-    columns = {
-        f: ak.materialize(coll[f]) if hasattr(ak, "materialize") else coll[f] for f in needed
-    }
+
+    run, lumi, event = _event_ids(events, config)
+    weight = event_weights(events, weights, config.schema)
+
+    keep = np.ones(n_events, dtype=bool)
+    if config.lumi_mask is not None:
+        keep &= lumi_mask(_lumi_mask(config.lumi_mask), run, lumi)
+    cutflow["lumi_mask"] = int(keep.sum())
+    keep &= hlt_mask(events, config.hlt)
+    cutflow["hlt"] = int(keep.sum())
+
+    if config.jets == "fatjet":
+        columns, collection = _fatjet_columns(events, config)
+    elif config.schema == "delphes":
+        parts = delphes_candidates(events)
+        columns, collection = {f: parts[f] for f in KINEMATIC_FIELDS}, "EFlow"
+    else:
+        parts, collection, _ = candidates(events, config.puppi)
+        columns = {f: parts[f] for f in KINEMATIC_FIELDS}
 
     finite = np.ones(n_events, dtype=bool)
     for values in columns.values():
         finite &= ak.to_numpy(ak.all(np.isfinite(values), axis=1))
-    n_bad = int(n_events - finite.sum())
+    finite &= np.isfinite(weight)
+    n_bad = int((keep & ~finite).sum())
     if n_bad:
         # Reported by the driver: a worker's log is not where a user looks.
         warnings.append(f"{where}: {n_bad} event(s) with non-finite {collection} values rejected")
-    cutflow["finite_momenta"] = int(finite.sum())
-    columns = {f: v[finite] for f, v in columns.items()}
-    run = ak.to_numpy(events.run)[finite]
-    event = ak.to_numpy(events.event)[finite]
+    keep &= finite
+    cutflow["finite_momenta"] = int(keep.sum())
+    columns = {f: v[keep] for f, v in columns.items()}
     if TRUTH_BRANCH in fields:
-        truth = ak.to_numpy(events[TRUTH_BRANCH])[finite]
+        truth = ak.to_numpy(events[TRUTH_BRANCH])[keep]
     else:
-        truth = np.full(len(run), -1, dtype=np.int32)
+        truth = np.full(int(keep.sum()), -1, dtype=np.int32)
+    run, lumi, event, weight = run[keep], lumi[keep], event[keep], weight[keep]
 
     if config.jets == "fatjet":
-        sel, jet_a, jet_b, taus_a, taus_b = _fatjets(columns, cutflow, config)
+        sel, jet_a, jet_b, taus_a, taus_b, masses = _fatjets(columns, cutflow, config)
     else:
         sel, jet_a, jet_b, taus_a, taus_b = _recluster(columns, cutflow, config)
-    features = dijet_features(jet_a, jet_b, taus_a, taus_b)
-    frame = make_feature_frame(dataset, run[sel], event[sel], truth[sel], features)
+        masses = None
+    features = dijet_features(jet_a, jet_b, taus_a, taus_b, masses=masses)
+    frame = make_feature_frame(
+        dataset,
+        run[sel],
+        event[sel],
+        truth[sel],
+        features,
+        luminosity_block=lumi[sel],
+        weight=weight[sel],
+    )
     return frame, cutflow, warnings
+
+
+def _event_ids(events, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(run, luminosityBlock, event) numbers; Delphes has only an event number (run/lumi 0)."""
+    n = len(events)
+    if config.schema == "delphes":
+        if config.lumi_mask is not None:
+            raise InputError("a lumi mask needs CMS run/luminosityBlock numbers, not Delphes")
+        if "Event" in events.fields and "Number" in events.Event.fields:
+            number = ak.to_numpy(ak.flatten(events.Event.Number, axis=None)).astype(np.int64)
+        else:
+            number = np.arange(n, dtype=np.int64)
+        return np.zeros(n, np.int64), np.zeros(n, np.int64), number
+    missing = [b for b in ("run", "luminosityBlock", "event") if b not in events.fields]
+    if missing:
+        raise InputError(f"missing branch(es) {', '.join(missing)}")
+    return tuple(
+        ak.to_numpy(events[b]).astype(np.int64) for b in ("run", "luminosityBlock", "event")
+    )
+
+
+def _fatjet_columns(events, config: FeatureConfig) -> tuple[dict, str]:
+    """Fat-jet kinematics, taus and (for the options) soft-drop mass and jet ID, per event."""
+    if "FatJet" not in events.fields:
+        expected = "FatJet/FatJet.*" if config.schema == "delphes" else "FatJet_*"
+        raise InputError(f"missing collection FatJet (branches {expected})")
+    coll = events.FatJet
+    have = set(coll.fields)
+    if config.schema == "delphes":
+        needed = {f: f for f in KINEMATIC_FIELDS}
+        if "Tau_5" not in have:
+            raise InputError(f"Delphes FatJet has no Tau[5] branch (fields {sorted(have)})")
+        columns = {f: ak.values_astype(_mat(coll[f]), np.float64) for f in needed}
+        tau = _mat(coll["Tau_5"])
+        for i, name in enumerate(TAUS):
+            columns[name] = ak.values_astype(tau[:, :, i], np.float64)
+        return columns, "FatJet"
+    wanted = list(FATJET_FIELDS)
+    if config.jet_mass == "msoftdrop":
+        wanted.append("msoftdrop")
+    if config.jet_id:
+        wanted.append("jetId")
+    missing = [f"FatJet_{f}" for f in wanted if f not in have]
+    if missing:
+        raise InputError(f"missing branch(es) {', '.join(missing)}")
+    return {f: _mat(coll[f]) for f in wanted}, "FatJet"
+
+
+def _mat(array):
+    return ak.materialize(array) if hasattr(ak, "materialize") else array
 
 
 def _select(jets: ak.Array, cutflow: dict, config: FeatureConfig) -> np.ndarray:
     """Trigger then >= 2 jets; fills the cutflow; returns the selected-event mask."""
-    trigger = passes_trigger(jets, config.trigger)
+    if config.apply_trigger:
+        trigger = passes_trigger(jets, config.trigger)
+    else:
+        trigger = np.ones(len(jets), dtype=bool)
     two_jets = trigger & (ak.to_numpy(ak.num(jets, axis=1)) >= 2)
     cutflow["trigger"] = int(trigger.sum())
     cutflow["two_jets"] = int(two_jets.sum())
@@ -208,6 +413,12 @@ def _recluster(columns: dict, cutflow: dict, config: FeatureConfig):
 
 def _fatjets(columns: dict, cutflow: dict, config: FeatureConfig):
     fatjets = ak.zip(columns)
+    good = ak.ones_like(fatjets.pt, dtype=bool)
+    if config.jet_abs_eta_max is not None:
+        good = good & (abs(fatjets.eta) < config.jet_abs_eta_max)
+    if config.jet_id:
+        good = good & ((fatjets.jetId & config.jet_id) == config.jet_id)
+    fatjets = fatjets[good]
     fatjets = fatjets[ak.argsort(fatjets.pt, axis=1, ascending=False)]
     p4 = to_fastjet_input(fatjets)
     jets = ak.zip({k: p4[k] for k in ("px", "py", "pz", "E")}, with_name="Momentum4D")
@@ -219,4 +430,7 @@ def _fatjets(columns: dict, cutflow: dict, config: FeatureConfig):
     def taus(i: int) -> np.ndarray:
         return np.stack([ak.to_numpy(fatjets[f"tau{n}"][:, i]) for n in (1, 2, 3)], axis=1)
 
-    return sel, jet_a, jet_b, taus(0), taus(1)
+    masses = None
+    if config.jet_mass == "msoftdrop":
+        masses = tuple(ak.to_numpy(fatjets.msoftdrop[:, i]).astype(np.float64) for i in (0, 1))
+    return sel, jet_a, jet_b, taus(0), taus(1), masses

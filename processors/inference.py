@@ -8,13 +8,16 @@ a reference sample; and one :func:`adhunt.histograms.make_inference_histogram` i
 (axes dataset, model, bkg_eff, mjj). Accumulator, summed over chunks by coffea::
 
     {"hist": hist.Hist, "cutflow": {dataset: {step: n}}, "scored": {dataset: n events scored},
+     "weighted": {dataset: sum of the scored events' weights},
      "chunks": [(dataset, file, start, stop)], "warnings": [...], "errors": [...],
      "model_loads": {model: n loads}, "devices": {model: {"cpu" | "cuda" ...}},
      "workers": {"host:pid": n chunks}}
 
 Every event read is counted once in the cutflow; every event passing the selection is scored once
 per model and sits in exactly one ``bkg_eff`` bin per model, so ``scored == cutflow["two_jets"]``
-and the histogram's sum over bkg_eff and mjj (flow included) of one model equals ``scored``.
+and the histogram's sum over bkg_eff and mjj (flow included) of one model equals the scored events'
+sum of weights (``weighted``; the feature table's ``weight`` column: genWeight, normalised or not,
+for simulation, 1 for data), which is ``scored`` for unweighted samples.
 
 Models travel to workers as :class:`ModelRef` (name, artifact path, digest, thresholds), never as
 weights: each worker process loads an artifact once and keeps it in a module-level cache keyed by
@@ -55,6 +58,7 @@ from adhunt.histograms import (
     validate_efficiencies,
     validate_mjj_edges,
 )
+from adhunt.inputs import DatasetWeights
 from adhunt.models.artifact import METADATA_FILE, ArtifactError
 from adhunt.processors.features import FeatureConfig, FeatureInputError, compute_features
 
@@ -211,6 +215,7 @@ class InferenceProcessor(processor.ProcessorABC):
         datasets: Sequence[str] = (),
         num_threads: int | None = None,
         skip_bad_chunks: bool = False,
+        weights: dict[str, DatasetWeights] | None = None,
     ) -> None:
         if not models:
             raise InferenceError("at least one model is needed")
@@ -240,6 +245,7 @@ class InferenceProcessor(processor.ProcessorABC):
         self.datasets = tuple(datasets)
         self.num_threads = num_threads
         self.skip_bad_chunks = skip_bad_chunks
+        self.weights = dict(weights or {})
 
     def empty_histogram(self):
         """The histogram every chunk fills (same axes everywhere)."""
@@ -252,6 +258,7 @@ class InferenceProcessor(processor.ProcessorABC):
             "hist": self.empty_histogram(),
             "cutflow": {},
             "scored": {},
+            "weighted": {},
             "chunks": [],
             "warnings": [],
             "errors": [],
@@ -268,7 +275,9 @@ class InferenceProcessor(processor.ProcessorABC):
         chunk = (dataset, filename, start, stop)
         out = self.empty_output()
         try:
-            frame, cutflow, warnings = compute_features(events, self.feature_config, dataset, where)
+            frame, cutflow, warnings = compute_features(
+                events, self.feature_config, dataset, where, self.weights.get(dataset)
+            )
         except Exception as err:
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
@@ -277,6 +286,7 @@ class InferenceProcessor(processor.ProcessorABC):
             return out
 
         h = out["hist"]
+        weight = frame["weight"].to_numpy(dtype=np.float64)
         for ref in self.models:
             model, loaded = load_model_cached(ref.path, ref.digest)
             out["model_loads"][ref.name] = int(loaded)
@@ -295,10 +305,12 @@ class InferenceProcessor(processor.ProcessorABC):
                 model=ref.name,
                 bkg_eff=efficiency_fill_values(scores, ref.thresholds, self.efficiencies),
                 mjj=frame["mjj"].to_numpy(dtype=np.float64),
+                weight=weight,
             )
         out.update(
             cutflow={dataset: cutflow},
             scored={dataset: len(frame)},
+            weighted={dataset: float(weight.sum())},
             chunks=[chunk],
             warnings=warnings,
             workers={f"{socket.gethostname()}:{os.getpid()}": 1},

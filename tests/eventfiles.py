@@ -85,8 +85,10 @@ def make_events(kinds: list[str], seed: int) -> dict[str, object]:
     }
 
 
-def write_events(path: str | Path, columns: dict[str, object], drop: tuple[str, ...] = ()) -> Path:
-    """Write a TTree ``Events`` in the NanoAOD layout; ``drop`` removes branches (bad-input tests).
+def write_events(
+    path: str | Path, columns: dict[str, object], drop: tuple[str, ...] = (), tree: str = "Events"
+) -> Path:
+    """Write a TTree (``Events``) in the NanoAOD layout; ``drop`` removes branches (bad-input tests).
 
     ``drop`` entries are ``"truthLabel"`` or ``"PFCands_<field>"``.
     """
@@ -101,14 +103,14 @@ def write_events(path: str | Path, columns: dict[str, object], drop: tuple[str, 
     path = Path(path)
     with uproot.recreate(path) as handle:
         handle.mktree(
-            "Events",
+            tree,
             {
                 k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
                 for k, v in columns.items()
             },
         )
         if len(columns["run"]):
-            handle["Events"].extend(columns)
+            handle[tree].extend(columns)
     return path
 
 
@@ -116,6 +118,8 @@ def expected_cutflow(kinds: list[str]) -> dict[str, int]:
     """The cutflow the kinds imply, counted independently of the processor."""
     return {
         "events": len(kinds),
+        "lumi_mask": len(kinds),
+        "hlt": len(kinds),
         "finite_momenta": sum(k != "nan" for k in kinds),
         "trigger": sum(k in ("dijet", "monojet") for k in kinds),
         "two_jets": sum(k == "dijet" for k in kinds),
@@ -133,3 +137,67 @@ def corrupt_baskets(source: Path, target: Path) -> Path:
     data[start + key_len : start + size - 8] = b"\x5a" * (size - 8 - key_len)
     target.write_bytes(bytes(data))
     return target
+
+
+def write_delphes(path: str | Path, columns: dict[str, object], fatjets: object = None) -> Path:
+    """The same events as a Delphes ROOT file: tree ``Delphes``, collections as Delphes writes them.
+
+    Delphes stores each collection as a split TClonesArray: a counter ``X_size`` and leaves that
+    uproot (and so coffea's DelphesSchema) names ``X/X.Field`` (coffea's own test sample
+    ``tests/samples/delphes.root``, tree ``Delphes``, read with ``{path: "Delphes"}``). uproot
+    cannot write split objects, so the leaves are written as flat branches with exactly those
+    names, which is all the schema looks at. The candidates are dealt out round-robin to
+    EFlowTrack (PT/Eta/Phi/Mass, charged pions), EFlowPhoton (ET/Eta/Phi, massless) and
+    EFlowNeutralHadron (ET/Eta/Phi, massless); their masses are set to 0 in the returned
+    nanoaod-style columns for photons and neutral hadrons, so both files hold the same
+    four-momenta. ``fatjets``: optional jagged records pt/eta/phi/mass/tau (5 values) for
+    ``FatJet``. Returns the path; ``columns["PFCands"]`` is updated in place.
+    """
+    pf = columns["PFCands"]
+    counts = ak.num(pf, axis=1)
+    local = ak.local_index(pf, axis=1)
+    kind = local % 3
+    mass = ak.where(kind == 0, pf.mass, 0.0)
+    columns["PFCands"] = ak.zip(
+        {"pt": pf.pt, "eta": pf.eta, "phi": pf.phi, "mass": ak.values_astype(mass, np.float32),
+         "charge": pf.charge, "pdgId": pf.pdgId}
+    )  # fmt: skip
+    assert ak.all(ak.num(columns["PFCands"], axis=1) == counts)
+    f32 = np.float32
+    ones = np.ones(len(pf), np.int64)
+    track = pf[kind == 0]
+    photon = pf[kind == 1]
+    hadron = pf[kind == 2]
+    data = {
+        "Event": ak.zip(
+            {
+                "Number": ak.unflatten(np.asarray(columns["event"], np.int64), ones),
+                "Weight": ak.unflatten(
+                    np.asarray(columns.get("weight", np.ones(len(pf))), f32), ones
+                ),
+            }
+        ),
+        "EFlowTrack": ak.zip(
+            {
+                "PT": track.pt,
+                "Eta": track.eta,
+                "Phi": track.phi,
+                "Mass": ak.values_astype(track.mass, f32),
+                "Charge": ak.values_astype(track.charge, np.int32),
+            }
+        ),
+        "EFlowPhoton": ak.zip({"ET": photon.pt, "Eta": photon.eta, "Phi": photon.phi}),
+        "EFlowNeutralHadron": ak.zip({"ET": hadron.pt, "Eta": hadron.eta, "Phi": hadron.phi}),
+    }
+    if fatjets is not None:
+        data["FatJet"] = fatjets
+    path = Path(path)
+    with uproot.recreate(path) as handle:
+        handle.mktree(
+            "Delphes",
+            {k: v.type.content for k, v in data.items()},
+            counter_name=lambda name: f"{name}_size",
+            field_name=lambda outer, inner: f"{outer}/{outer}.{inner}",
+        )
+        handle["Delphes"].extend(data)
+    return path

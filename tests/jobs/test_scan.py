@@ -65,7 +65,13 @@ def synthetic_table(n_bkg: int, n_sig: int, seed: int, correlated: bool = False)
         mj1_b = rng.exponential(60.0, n_bkg) + 10.0
         dmj_b = rng.exponential(100.0, n_bkg)
     n = n_bkg + n_sig
-    feats = {c: rng.uniform(0.1, 1.0, n) for c in FEATURE_COLUMNS}
+    # the columns of the original schema only: weight/luminosityBlock (bookkeeping, filled by
+    # make_feature_frame) must not shift the random stream the scan expectations were tuned on
+    feats = {
+        c: rng.uniform(0.1, 1.0, n)
+        for c in FEATURE_COLUMNS
+        if c not in ("luminosityBlock", "weight")
+    }
     feats.update(
         mjj=np.r_[mjj_b, rng.normal(3500.0, 150.0, n_sig)],
         mj1=np.r_[mj1_b, rng.normal(250.0, 30.0, n_sig)],

@@ -25,7 +25,7 @@ def write_dir(root, dataset, n, signal, seed, run=1):
     feats = {
         c: rng.uniform(0.1, 1.0, n)
         for c in FEATURE_COLUMNS
-        if c not in ("dataset", "run", "event", "truth_label")
+        if c not in ("dataset", "run", "luminosityBlock", "event", "truth_label", "weight")
     }
     if signal:  # lighter jet ~100 GeV, heavy ~500 GeV, two-prong (low tau21), mjj in the SR
         feats["mj1"] = rng.normal(100, 10, n)

@@ -232,7 +232,14 @@ def test_fatjet_mode_uses_the_nanoaod_collection(tmp_path):
     columns.pop("truthLabel")  # real data: no truth label -> -1
     path = write_events(tmp_path / "fat.root", columns)
     result = run_features({"data": [str(path)]}, tmp_path / "out", FeatureConfig(jets="fatjet"))
-    assert result.cutflow["data"] == {"events": 5, "finite_momenta": 4, "trigger": 3, "two_jets": 2}
+    assert result.cutflow["data"] == {
+        "events": 5,
+        "lumi_mask": 5,
+        "hlt": 5,
+        "finite_momenta": 4,
+        "trigger": 3,
+        "two_jets": 2,
+    }
     frame = read_features(tmp_path / "out")
     assert frame["truth_label"].tolist() == [-1, -1]
 

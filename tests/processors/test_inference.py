@@ -195,6 +195,32 @@ def test_cutflow_with_rejected_events(models, features_dir, tmp_path):
     assert any("non-finite" in w for w in result.warnings)
 
 
+def test_weights_from_file_to_table_to_histogram(models, features_dir, tmp_path):
+    """genWeight -> feature table ``weight`` -> histogram: the histogram's sum of weights equals
+    the sum of genWeight of the selected events, and its variances the sum of squares."""
+    kinds = ["dijet", "soft", "dijet", "monojet", "dijet", "nan", "dijet"]
+    columns = make_events(kinds, seed=12)
+    gen = np.array([1.5, 7.0, -0.5, 3.0, 2.25, 9.0, 0.75], np.float32)
+    columns["genWeight"] = gen
+    path = write_events(tmp_path / "mc.root", columns)
+    run_features({"mc": [str(path)]}, tmp_path / "features")
+    table = read_features(tmp_path / "features")
+    selected = np.array([k == "dijet" for k in kinds])
+    np.testing.assert_array_equal(table["weight"], gen[selected])
+    result = run_infer(
+        {"mc": [str(path)]},
+        {"cwola_a": models["cwola_a"]},
+        tmp_path / "out",
+        ExecutorConfig(chunksize=3),
+        reference=features_dir,
+        efficiencies=EFFS,
+    )
+    total = result.histogram.sum(flow=True)
+    assert result.scored["mc"] == 4
+    assert total.value == pytest.approx(float(gen[selected].astype(np.float64).sum()), rel=1e-12)
+    assert total.variance == pytest.approx(float((gen[selected].astype(np.float64) ** 2).sum()))
+
+
 def test_bad_input_files(models, features_dir, tmp_path):
     """Missing/corrupt input files: a clear error naming the file, or skipped and reported."""
     kinds = ["dijet", "soft", "dijet"]
