@@ -162,6 +162,10 @@ def _check_no_overlap(entries: list[tuple[str, int, int, Path]]) -> None:
             )
 
 
+#: Defaults of the columns added after the first table format (``weight``, ``luminosityBlock``).
+_OLD_TABLE_DEFAULTS = {"weight": 1.0, "luminosityBlock": 0}
+
+
 def read_features(output_dir: str | Path, datasets: Iterable[str] | None = None) -> pd.DataFrame:
     """All feature rows of a directory (optionally only some datasets), in deterministic order.
 
@@ -173,6 +177,14 @@ def read_features(output_dir: str | Path, datasets: Iterable[str] | None = None)
     frames = [pd.read_parquet(path) for path in files]
     frame = pd.concat(frames, ignore_index=True)
     missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
+    defaults = {c: _OLD_TABLE_DEFAULTS[c] for c in missing if c in _OLD_TABLE_DEFAULTS}
+    if defaults:  # tables written before these columns existed: unweighted, no lumi blocks
+        log.warning(
+            "feature tables in %s predate column(s) %s; filled with %s",
+            output_dir, sorted(defaults), defaults,
+        )  # fmt: skip
+        frame = frame.assign(**defaults)
+        missing = [c for c in missing if c not in defaults]
     if missing:
         raise FeatureTableError(f"feature tables in {output_dir} lack column(s) {missing}")
     frame = frame[list(FEATURE_COLUMNS)]

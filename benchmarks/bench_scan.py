@@ -120,15 +120,15 @@ def main() -> None:
     from adhunt.bumphunt import ScanConfig
     from adhunt.injection import inject_signal
     from adhunt.schema import STANDARD_FEATURES
-    from adhunt.tables import read_features
+    from adhunt.tables import read_table
 
     stages = set(args.stages.split(","))
     qcd_dir = args.qcd_features or features_of("qcd", args.qcd_events, args.seed)
-    qcd = read_features(qcd_dir)
+    qcd = read_table(qcd_dir)
     print(f"QCD: {len(qcd)} selected events from {qcd_dir}")
     if stages & {"inject", "speed"}:
         sig_dir = args.signal_features or features_of("wprime", args.signal_events, args.seed + 1)
-        signal = read_features(sig_dir)
+        signal = read_table(sig_dir)
         print(f"W': {len(signal)} selected events from {sig_dir}")
     base = ScanConfig(n_toys=args.toys, seed=args.seed, scan_range=args.range)
     default = dataclasses.replace(base)  # the scan-safe default, as `adhunt scan` runs it
