@@ -17,10 +17,21 @@ import pandas as pd
 from adhunt.regions import SignalRegion
 from adhunt.schema import RESONANT_VARIABLE
 
-__all__ = ["inject_signal", "injection_summary"]
+__all__ = ["inject_columns", "inject_signal", "injection_summary"]
 
 log = logging.getLogger(__name__)
 TRUTH = "truth_label"
+
+
+def inject_columns(background: pd.DataFrame, signal: pd.DataFrame, features: Any) -> list[str]:
+    """The columns to keep on both tables before :func:`inject_signal`: the bookkeeping columns
+    both have and the stored columns behind ``features`` (tables from elsewhere may hold other
+    extras, which the injection would otherwise require of both)."""
+    from adhunt.dijet import required_columns
+    from adhunt.tables import BOOKKEEPING_COLUMNS
+
+    both = [c for c in BOOKKEEPING_COLUMNS if c in background.columns and c in signal.columns]
+    return list(dict.fromkeys([*both, *required_columns(features)]))
 
 
 def inject_signal(

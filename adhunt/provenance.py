@@ -260,8 +260,8 @@ def rebuild_training_table(
     ``columns``: the features needed (``mjj`` is added); ``datasets`` overrides the recorded ones.
     Raises :class:`ProvenanceError` when the record names no table (trained on a DataFrame).
     """
-    from adhunt.injection import inject_signal
-    from adhunt.tables import BOOKKEEPING_COLUMNS, read_table
+    from adhunt.injection import inject_columns, inject_signal
+    from adhunt.tables import read_table
 
     if record.features_dir is None:
         raise ProvenanceError(
@@ -275,7 +275,7 @@ def rebuild_training_table(
         if inj.signal_dir is None:
             raise ProvenanceError(f"{what}: the injected signal was an in-memory table")
         signal = read_table(inj.signal_dir, inj.signal_datasets, columns, what=f"{what} (signal)")
-        keep = [c for c in dict.fromkeys([*BOOKKEEPING_COLUMNS[:3], *columns, "truth_label"])]
+        keep = inject_columns(table, signal, columns)
         table = inject_signal(table[keep], signal[keep], inj.n_injected, inj.seed)
     return table
 

@@ -64,7 +64,7 @@ TABLE_DEFAULTS = {
     "truth_label": -1,
 }
 UNKNOWN_TRUTH = -1
-BOOKKEEPING_COLUMNS = ("dataset", "run", "event", "truth_label")
+BOOKKEEPING_COLUMNS = ("dataset", "run", "luminosityBlock", "event", "truth_label", "weight")
 
 
 class FeatureTableError(ValueError):
@@ -301,6 +301,10 @@ def _read_foreign_file(
                 raise FeatureTableError(
                     f"{what}: column {name!r} of {file} must hold integers, got {values.dtype}"
                 )
+    if "luminosityBlock" not in frame.columns:
+        frame["luminosityBlock"] = np.zeros(n, dtype=np.int64)
+    if "weight" not in frame.columns:
+        frame["weight"] = np.ones(n, dtype=np.float64)
     frame["dataset"] = frame["dataset"].astype(str).astype(object)
     return frame.astype(_INT_COLUMNS), defaulted
 
@@ -323,6 +327,10 @@ def read_table(
     RangeIndex; ``run``/``event`` are int64, ``truth_label`` int32.
     """
     root = Path(path)
+    if columns is not None:  # derived features (mj1_over_mjj, ...) are read as their ingredients
+        from adhunt.dijet import required_columns
+
+        columns = required_columns(columns)
     wanted = None if datasets is None else list(datasets)
     chunks = is_chunk_directory(root)
     if chunks or is_chunk_dataset_directory(root):

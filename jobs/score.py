@@ -45,10 +45,10 @@ def run_score(
     import numpy as np
     import pandas as pd
 
-    from adhunt.injection import inject_signal
+    from adhunt.injection import inject_columns, inject_signal
     from adhunt.models.base import ResonantModel
     from adhunt.provenance import score_auto
-    from adhunt.tables import BOOKKEEPING_COLUMNS, read_table
+    from adhunt.tables import read_table
 
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -59,7 +59,7 @@ def run_score(
     table = read_table(features_dir, datasets, columns, what="--features")
     if inject is not None:
         signal = read_table(signal_dir, signal_datasets, columns, what="--signal")
-        keep = list(dict.fromkeys([*BOOKKEEPING_COLUMNS[:3], *columns, "truth_label"]))
+        keep = inject_columns(table, signal, columns)
         table = inject_signal(
             table[keep], signal[keep], inject, model.seed if seed is None else seed
         )

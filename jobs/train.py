@@ -77,11 +77,10 @@ def run_train(
 ):
     """Train ``method`` and save it to ``output``; returns the fitted model."""
     from adhunt.config import config_to_dict, load_config
-    from adhunt.injection import inject_signal, injection_summary
+    from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
     from adhunt.provenance import make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
-    from adhunt.tables import BOOKKEEPING_COLUMNS
 
     cls = get_method(method)
     output = Path(output)
@@ -106,7 +105,7 @@ def run_train(
     if inject is not None:
         signal = read_table(signal_dir, signal_datasets, "--signal", columns)
         # Only the columns the method uses: tables from elsewhere may hold different extras.
-        keep = list(dict.fromkeys([*BOOKKEEPING_COLUMNS[:3], *columns, "truth_label"]))
+        keep = inject_columns(data, signal, columns)
         data = inject_signal(data[keep], signal[keep], inject, seed)
         injection = {
             "signal": signal_dir,

@@ -136,7 +136,9 @@ def test_scan_finds_the_injected_resonance(signal_scan):
     assert list(report) == list(SCAN_JSON_KEYS)
     assert report["config"]["features"] == list(SCAN_FEATURES)  # the default inputs
     windows = [(w["low"], w["high"]) for w in report["windows"]]
-    assert windows == [(3000, 3400), (3200, 3600), (3400, 3800), (3600, 4000), (3800, 4200)]
+    # [3000, 3400] has only 200 GeV of fitted sidebands below it (fit from 2.8 TeV): skipped.
+    assert windows == [(3200, 3600), (3400, 3800), (3600, 4000), (3800, 4200)]
+    assert [(w["low"], w["high"]) for w in report["skipped_windows"]] == [(3000, 3400)]
     _, best = result.best("eff_0.1")
     lo, hi = best.low, best.high
     assert lo <= 3500 < hi
@@ -347,7 +349,7 @@ def test_cli_scan_on_generated_samples(real_features, tmp_path):
     )
     out = tmp_path / "scan"
     r = invoke(["scan", "--features", real_features, "--output", out, "--config", config,
-                "--windows", "3000:3400,3200:3600", "--datasets", "qcd", "--inject", 150,
+                "--windows", "3200:3600,3300:3700", "--datasets", "qcd", "--inject", 150,
                 "--signal", real_features, "--signal-datasets", "wprime", "--save-models",
                 # 1650 events: the turn-on rule starts the fit at 3.6 TeV, above both windows.
                 "--fit-range", "2800:8000"])  # fmt: skip
@@ -355,7 +357,7 @@ def test_cli_scan_on_generated_samples(real_features, tmp_path):
     report = json.loads((out / "scan.json").read_text())
     assert list(report) == list(SCAN_JSON_KEYS)
     assert report["config"]["n_toys"] == 10 and report["config"]["folds"] == 2
-    assert report["config"]["windows"] == [[3000.0, 3400.0], [3200.0, 3600.0]]
+    assert report["config"]["windows"] == [[3200.0, 3600.0], [3300.0, 3700.0]]
     assert report["input"]["injection"]["n_injected"] == 150
     assert report["cuts"] == ["no_cut", "eff_0.2", "eff_0.05"]
     assert report["executor"]["executor"] == "iterative"
@@ -373,8 +375,8 @@ def test_cli_scan_on_generated_samples(real_features, tmp_path):
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "local_significance.png" in pngs and "sic.png" in pngs and "spectrum_no_cut.png" in pngs
     assert all((out / p).read_bytes()[:8] == PNG for p in pngs)
-    model = ResonantModel.load(out / "models" / "3000_3400")
-    assert (model.region.low, model.region.high, model.n_folds) == (3000.0, 3400.0, 2)
+    model = ResonantModel.load(out / "models" / "3200_3600")
+    assert (model.region.low, model.region.high, model.n_folds) == (3200.0, 3600.0, 2)
     assert tuple(model.features) == SCAN_FEATURES
 
     r = invoke(["scan", "--features", real_features, "--output", tmp_path / "bad",

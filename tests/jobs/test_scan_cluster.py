@@ -27,8 +27,8 @@ def _comparable(report: dict) -> dict:
 def test_worker_killed_mid_scan_loses_nothing(tmp_path):
     data = synthetic_table(20_000, 150, seed=5)
     cfg = ScanConfig(
-        folds=2, seed=4, method_config=FAST_METHOD, n_toys=20, scan_range=(3000.0, 4600.0),
-        window_step=200.0, efficiencies=(0.1,), plots=False,
+        folds=2, seed=4, method_config=FAST_METHOD, n_toys=20, fit_range=(2800.0, 8000.0),
+        scan_range=(3200.0, 5000.0), window_step=200.0, efficiencies=(0.1,), plots=False,
     )  # fmt: skip
     reference = run_scan(data, tmp_path / "iterative", cfg)
     state: dict = {"killed": False}
