@@ -43,10 +43,14 @@ class DemoConfig:
     folds: int = 5
     efficiencies: tuple[float, ...] = (0.1, 0.02, 0.01)
     chunksize: int = 10_000
+    #: None: from the data, above the trigger turn-on (as `adhunt scan`); (low, high) in GeV.
+    fit_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", tuple(float(v) for v in self.window))
         object.__setattr__(self, "efficiencies", tuple(float(e) for e in self.efficiencies))
+        if self.fit_range is not None:
+            object.__setattr__(self, "fit_range", tuple(float(v) for v in self.fit_range))
         if self.qcd_events < 1 or self.signal_events < 0:
             raise ValueError("qcd_events must be >= 1 and signal_events >= 0")
         if self.workers < 1:
@@ -222,7 +226,9 @@ def run_demo(
     )
     # min_events 20 (not the scan default 50): the tightest cut keeps a few dozen events outside
     # the SR of this small sample, which a binned Poisson likelihood still fits reliably.
-    scan_config = ScanConfig(windows=((lo, hi),), n_toys=0, min_fit_events=20.0)
+    scan_config = ScanConfig(
+        windows=((lo, hi),), n_toys=0, min_fit_events=20.0, fit_range=cfg.fit_range
+    )
     uncut = next(iter(spectra.values()))
     fit_range, _ = resolve_fit_range(
         uncut.axes[0].edges, np.asarray(uncut.values(), dtype=float), scan_config

@@ -138,6 +138,8 @@ def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantMo
 
     if not models:
         raise InferenceError("at least one model is needed")
+    from adhunt.dijet import required_columns
+
     produced = [c for c in FEATURE_COLUMNS if c != "dataset"]
     loaded = {}
     for name, raw in models.items():
@@ -150,7 +152,8 @@ def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantMo
             model = ResonantModel.load(path)
         except ArtifactError as err:
             raise ArtifactError(f"model {name!r}: {err}") from err
-        missing = [c for c in model.input_columns if c not in produced]
+        # Derived inputs (mj1_over_mjj, ...) are computed by the model API from their ingredients.
+        missing = [c for c in required_columns(model.input_columns) if c not in produced]
         if missing:
             raise InferenceError(
                 f"model {name!r} ({path}) expects input column(s) {missing} that the feature "
