@@ -32,7 +32,6 @@ process) lets the caller spread them over processes or a Dask cluster with ident
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from adhunt.config import config_to_dict
+from adhunt.config import config_to_dict, json_safe, write_json
 from adhunt.fitting import (
     SQRT_S_GEV,
     BackgroundConfig,
@@ -83,7 +82,6 @@ __all__ = [
     "resolve_fit_range",
     "scan",
     "sr_threshold",
-    "write_json",
 ]
 
 #: Label of the spectrum before any anomaly cut.
@@ -552,7 +550,7 @@ class WindowResult:
         d["fit_params"] = list(self.fit_params)
         if self.background is not None:
             d["background_fit"] = self.background.summary()
-        return _jsonable(d)
+        return json_safe(d)
 
 
 def evaluate_window(
@@ -719,7 +717,7 @@ class SpectrumScan:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
-        return _jsonable(
+        return json_safe(
             {
                 "label": self.label,
                 "n_events": float(self.counts.sum()),
@@ -881,7 +879,7 @@ class WindowScan:
         return r.z_signed if r is not None and r.status == "ok" else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return json_safe(
             {
                 "low": self.low,
                 "high": self.high,
@@ -914,7 +912,7 @@ class CutSummary:
         d["global"] = (
             None if self.global_significance is None else self.global_significance.to_dict()
         )
-        return _jsonable(d)
+        return json_safe(d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -953,7 +951,7 @@ class ScanResult:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best()
-        return _jsonable(
+        return json_safe(
             {
                 "config": config_to_dict(self.config),
                 "edges": self.edges.tolist(),
@@ -1286,7 +1284,7 @@ class SculptingCheck:
         return self.status == "pass"
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({**self.__dict__, "passed": self.passed})
+        return json_safe({**self.__dict__, "passed": self.passed})
 
 
 def _untestable_check(label: str, why: str) -> SculptingCheck:
@@ -1309,7 +1307,7 @@ class SculptingReport:
         return bool(tested) and all(c.passed for c in tested)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return json_safe(
             {
                 "config": config_to_dict(self.config),
                 "thresholds": config_to_dict(self.thresholds),
@@ -1403,35 +1401,3 @@ def check_sculpting(
             )
         )
     return SculptingReport(cfg, thr, the_range, tuple(checks), tuple(scans.values()))
-
-
-def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Strict JSON (NaN/inf -> null), written atomically (temporary file + rename)."""
-    import os
-
-    path = Path(path)
-    text = json.dumps(_jsonable(dict(data)), indent=2, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, so that the report is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import tomllib
 import yaml
 
@@ -88,3 +92,34 @@ def dump_config(config: Any, path: str | Path) -> None:
         path.write_text(json.dumps(data, indent=2) + "\n")
     else:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types from numpy scalars/arrays, tuples and paths; NaN/inf -> None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Strict JSON of ``data`` (:func:`json_safe`), written atomically (temporary file + rename),
+    so that a killed job never leaves half a report."""
+    path = Path(path)
+    text = json.dumps(json_safe(dict(data)), indent=2, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -666,7 +666,7 @@ def _write_report(
     scan: dict[int, dict[str, Any]],
 ) -> None:
     """results.json, rewritten after every model so a long run leaves partial results behind."""
-    from adhunt.models.artifact import json_safe
+    from adhunt.config import json_safe
     from adhunt.performance import curve_for_json
 
     def one(r: MethodResult) -> dict[str, Any]:

@@ -192,8 +192,7 @@ def run_scan(
     """
     import adhunt
     from adhunt.bumphunt import scan as core_scan
-    from adhunt.bumphunt import write_json
-    from adhunt.config import config_to_dict
+    from adhunt.config import config_to_dict, write_json
     from adhunt.dijet import with_derived_features
     from adhunt.jobs.executors import ExecutorConfig, task_pool
     from adhunt.models.registry import get_method

@@ -83,9 +83,8 @@ def run_sculpting(
         cut_spectra,
         mjj_counts,
         resolve_fit_range,
-        write_json,
     )
-    from adhunt.config import config_to_dict
+    from adhunt.config import config_to_dict, write_json
     from adhunt.dijet import required_columns
     from adhunt.jobs.scan import has_truth, prepare_output
     from adhunt.models.base import ResonantModel

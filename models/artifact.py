@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -189,20 +188,3 @@ def load_artifact(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, An
 def _reject_constant(name: str) -> float:
     # NaN / Infinity are not JSON; a file containing them was not written by save_artifact.
     raise ValueError(f"non-standard JSON constant {name}")
-
-
-def json_safe(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples to plain JSON types (NaN/inf -> None)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 import adhunt
-from adhunt.config import config_from_dict, config_to_dict
+from adhunt.config import config_from_dict, config_to_dict, json_safe
 from adhunt.dijet import with_derived_features
-from adhunt.models.artifact import ArtifactError, json_safe, load_artifact, save_artifact
+from adhunt.models.artifact import ArtifactError, load_artifact, save_artifact
 from adhunt.provenance import in_key_set, score_auto, training_key_set
 from adhunt.regions import SignalRegion, kfold_assignments, validation_mask
 from adhunt.schema import RESONANT_VARIABLE

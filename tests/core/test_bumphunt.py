@@ -26,8 +26,8 @@ from adhunt.bumphunt import (
     plan_windows,
     scan,
     sr_threshold,
-    write_json,
 )
+from adhunt.config import write_json
 from adhunt.fitting import dijet_function
 from adhunt.histograms import DEFAULT_MJJ_EDGES
 from adhunt.significance import asimov_z, z_counting

@@ -9,15 +9,13 @@ import os
 import pickle
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from daskprocs import dask_processes as start_dask_processes
 from eventfiles import corrupt_baskets, expected_cutflow, make_events, write_events
 from typer.testing import CliRunner
 
@@ -283,62 +281,15 @@ def test_executors_identical(
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dask_processes(tmp_path_factory):
     """``dask scheduler`` + worker A (``--resources GPU=1``) + worker B, single-threaded, no nanny.
 
     Module-scoped (starting processes is slow); the test killing B comes last.
     """
-    from distributed import Client
-
-    tmp_path = tmp_path_factory.mktemp("dask")
-    dask = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    log = open(tmp_path / "dask.log", "w")
-    procs: dict[str, subprocess.Popen] = {}
-
-    def start(name: str, args: list[str]) -> None:
-        procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    worker = [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-    worker += ["--host", "127.0.0.1"]
-    try:
-        start("scheduler", [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port)])
-        for name, extra in (("A", ["--resources", "GPU=1"]), ("B", [])):
-            start(
-                name, [*worker, "--name", name, *extra, "--local-directory", str(tmp_path / name)]
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            if any(p.poll() is not None for p in procs.values()):
-                raise RuntimeError("dask process died: " + (tmp_path / "dask.log").read_text())
-            try:
-                with Client(address, timeout="5s") as client:
-                    client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
-                    break
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+    workers = (("A", ["--resources", "GPU=1"]), ("B", []))
+    with start_dask_processes(tmp_path_factory.mktemp("dask"), workers) as (address, procs):
         yield address, procs
-    finally:
-        for proc in reversed(procs.values()):  # workers first, then the scheduler
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 @pytest.mark.timeout(150)
