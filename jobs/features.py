@@ -17,6 +17,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from adhunt.jobs.options import (
+    ChunksizeOption,
+    ConfigOption,
+    ExecutorOption,
+    OutputDirOption,
+    SchedulerOption,
+    SkipBadFilesOption,
+    WorkersOption,
+)
+
 if TYPE_CHECKING:
     from adhunt.inputs import DatasetWeights
     from adhunt.processors.features import FeatureConfig
@@ -378,17 +388,11 @@ def cutflow_table(cutflow: dict[str, dict[str, int]], title: str) -> Any:
 
 def features(
     fileset: Annotated[Path, typer.Argument(help="Fileset JSON: {dataset: files} (coffea form).")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output directory for the tables.")
-    ],
-    executor: Annotated[str, typer.Option(help="iterative | futures | dask")] = "iterative",
-    scheduler: Annotated[
-        str | None, typer.Option(help="dask scheduler address (default: start a LocalCluster).")
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(help="Worker processes (futures, dask LocalCluster).")
-    ] = 1,
-    chunksize: Annotated[int, typer.Option(help="Events per chunk.")] = 100_000,
+    output: OutputDirOption,
+    executor: ExecutorOption = "iterative",
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = 1,
+    chunksize: ChunksizeOption = 100_000,
     jets: Annotated[
         str | None, typer.Option(help="pfcands (recluster PFCands) | fatjet (NanoAOD FatJet).")
     ] = None,
@@ -427,12 +431,8 @@ def features(
         float | None,
         typer.Option(help="pb^-1: normalise MC weights to xsec (fileset metadata) x this."),
     ] = None,
-    skip_bad_files: Annotated[
-        bool, typer.Option("--skip-bad-files", help="Skip bad inputs and report them.")
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML.")
-    ] = None,
+    skip_bad_files: SkipBadFilesOption = False,
+    config: ConfigOption = None,
 ) -> None:
     """Extract dijet features from a fileset through the Coffea feature processor."""
     import dataclasses
