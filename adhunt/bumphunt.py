@@ -162,8 +162,9 @@ class ScanConfig:
     side are skipped with their reason: with less, the fit extrapolates into the window rather
     than interpolating, and on QCD toys its prediction scatters more than its uncertainty says.
 
-    Background model: ``fit_range`` (None: from the first bins above the trigger turn-on, found
-    in the uncut spectrum, to the last edge), candidate numbers of dijet-function parameters
+    Background model: ``fit_range`` (None: from the first bin at least two bins past the peak of
+    the uncut spectrum whose density is below ``turn_on_fraction`` of the peak, i.e. just above
+    the trigger turn-on, to the last edge with events), candidate numbers of dijet-function parameters
     ``fit_n_params`` chosen by an F-test at ``f_test_alpha``, alternative ``fit_alternatives``
     for the function-choice (spurious-signal) uncertainty, windows whose sideband fit has a
     p-value below ``min_fit_p_value`` reported as ``fit_failed`` (after one retry with half a
@@ -194,6 +195,7 @@ class ScanConfig:
     efficiencies: tuple[float, ...] = (0.1, 0.01, 0.001)
     # background model
     fit_range: tuple[float, float] | None = None
+    turn_on_fraction: float = 0.9
     fit_n_params: tuple[int, ...] = (3, 4, 5)
     f_test_alpha: float = 0.05
     fit_alternatives: tuple[str, ...] = ("ua2",)
@@ -294,6 +296,10 @@ class ScanConfig:
                 if isinstance(value, bool) or int(value) != value or value < 0:
                     raise ValueError(f"ScanConfig.{name} must be an integer >= 0, got {value!r}")
                 put(name, int(value))
+        if not 0.0 < float(self.turn_on_fraction) < 1.0:
+            raise ValueError(
+                f"ScanConfig.turn_on_fraction must be in (0, 1), got {self.turn_on_fraction!r}"
+            )
         if self.min_sideband_width is not None:
             width = float(self.min_sideband_width)
             if not (math.isfinite(width) and width >= 0):
@@ -502,7 +508,7 @@ def resolve_fit_range(
         return (float(edges[i]), float(edges[j])), "config"
     if counts.sum() <= 0:
         raise ValueError("the mjj spectrum is empty: no fit range can be found")
-    start = fit_start_above_turn_on(edges, counts)
+    start = fit_start_above_turn_on(edges, counts, fraction=config.turn_on_fraction)
     last = int(np.flatnonzero(counts)[-1]) + 1  # edge above the last non-empty bin
     i, j = _snap_range(edges, start, float(edges[last]), "fit range")
     return (float(edges[i]), float(edges[j])), "turn-on"
