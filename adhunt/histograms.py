@@ -54,9 +54,6 @@ DEFAULT_MJJ_EDGES: tuple[float, ...] = tuple(
     )
 )
 
-#: Default range of the background fits, GeV: above the trigger turn-on (mjj ~ 2.7 TeV peak).
-DEFAULT_FIT_RANGE: tuple[float, float] = (2800.0, 8000.0)
-
 #: Default background efficiencies of the score cuts (fractions of the reference sample kept).
 DEFAULT_EFFICIENCIES: tuple[float, ...] = (0.1, 0.01, 0.001)
 
@@ -71,7 +68,6 @@ __all__ = [
     "AXIS_MJJ",
     "AXIS_MODEL",
     "DEFAULT_EFFICIENCIES",
-    "DEFAULT_FIT_RANGE",
     "DEFAULT_MJJ_EDGES",
     "HISTOGRAM_JSON_NAME",
     "NO_CUT_LABEL",
