@@ -15,6 +15,7 @@ otherwise (1 and 2 are the generated QCD and W' samples), ``luminosityBlock`` = 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import itertools
 import logging
@@ -38,13 +39,13 @@ LHCO_RUN = 3
 FILESET_NAME = "fileset.json"
 
 
-def inspect_lhco(path: str | Path, key: str | None = None) -> tuple[str, int, int]:
-    """(key, n_rows, n_columns) of an LHCO HDF5 file, checking its layout without reading the data."""
+@contextlib.contextmanager
+def _hdf_table(path: Path, key: str | None, what: str) -> Iterator[tuple[Any, str]]:
+    """The open pandas HDF5 store of ``path`` and its table ``key`` (the only one if None)."""
     import pandas as pd
 
-    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LHCO file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         store = pd.HDFStore(path, mode="r")
     except Exception as err:  # tables raises several types for non-HDF5 input
@@ -57,6 +58,14 @@ def inspect_lhco(path: str | Path, key: str | None = None) -> tuple[str, int, in
             key = keys[0]
         if key not in keys:
             raise ValueError(f"{path}: no table {key!r} (tables: {keys})")
+        yield store, key
+
+
+def inspect_lhco(path: str | Path, key: str | None = None) -> tuple[str, int, int]:
+    """(key, n_rows, n_columns) of an LHCO HDF5 file, checking its layout without reading the data."""
+
+    path = Path(path)
+    with _hdf_table(path, key, "LHCO file") as (store, key):
         storer = store.get_storer(key)
         n_rows = getattr(storer, "nrows", None)
         if n_rows is None:
@@ -300,23 +309,8 @@ def convert_lhco_features(
     """
     import json
 
-    import pandas as pd
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LHCO features file not found: {path}")
-    try:
-        store = pd.HDFStore(path, mode="r")
-    except Exception as err:  # tables raises several types for non-HDF5 input
-        raise ValueError(f"{path}: not a readable pandas HDF5 file ({err})") from err
-    with store:
-        keys = [k.lstrip("/") for k in store.keys()]
-        if key is None:
-            if len(keys) != 1:
-                raise ValueError(f"{path}: holds tables {keys}; pick one with --key")
-            key = keys[0]
-        if key not in keys:
-            raise ValueError(f"{path}: no table {key!r} (tables: {keys})")
+    with _hdf_table(path, key, "LHCO features file") as (store, key):
         frame = store.select(key)
     if len(frame) == 0:
         raise ValueError(f"{path}[{key}]: the table has no rows")

@@ -402,4 +402,3 @@ def scan(
     best = result.report["best"]
     if best is not None:
         logger.info("best: %s window %s local Z %.2f", best["cut"], best["window"], best["local_z"])
-    logger.info("wrote %s", result.json_path)
