@@ -12,6 +12,7 @@ detector response and trigger as ``adhunt generate``), measured side by side in 
    (``n_ensemble`` 5 -> 1, sidebands subsampled to ``max_sideband_ratio`` x SR), with the
    per-window cost ratio.
 3. ``speed``: wall time of the default scan on a 1- and a 2-worker dask ``LocalCluster``.
+4. ``big`` (timing only): the default scan of ``--big-rows`` rows resampled from the QCD table.
 
     python benchmarks/bench_scan.py --qcd-events 400000 --signal-events 5000 --inject 700
 
@@ -111,7 +112,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--qcd-features", type=Path, default=None)
     p.add_argument("--signal-features", type=Path, default=None)
-    p.add_argument("--stages", default="null,inject,speed")
+    p.add_argument("--stages", default="null,inject,speed", help="null, inject, speed, big")
+    p.add_argument("--big-rows", type=int, default=1_000_000, help="rows of the 'big' stage")
     p.add_argument("--toys", type=int, default=30)
     p.add_argument("--range", default=None, help="scan range LOW:HIGH (default: the fit range)")
     p.add_argument(
@@ -204,6 +206,20 @@ def main() -> None:
             f"\n[speed] default scan on LocalClusters of single-threaded workers: 1 worker "
             f"{t1:.0f} s, 2 workers {t2:.0f} s: speed-up {t1 / t2:.2f}x; in one process with "
             f"2 training threads {t0:.0f} s ({t1 / t0:.2f}x)"
+        )
+
+    if "big" in stages:
+        # Timing only: a table of --big-rows resampled from the QCD events (new event ids), to
+        # check the wall time of the default scan at LHC-Olympics size on this machine.
+        import numpy as np
+
+        rows = np.random.default_rng(args.seed).integers(0, len(qcd), args.big_rows)
+        big = qcd.iloc[rows].reset_index(drop=True).assign(run=999, event=np.arange(len(rows)))
+        result, seconds = run(big, dataclasses.replace(default, n_toys=100))
+        summary["big"] = {"rows": args.big_rows, "seconds": seconds}
+        print(
+            f"\n[big] default scan of {args.big_rows} resampled rows, {len(result.windows)} "
+            f"windows, 100 toys, in one process: {seconds:.0f} s"
         )
 
     CACHE.mkdir(parents=True, exist_ok=True)
