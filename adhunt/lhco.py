@@ -61,6 +61,19 @@ def _hdf_table(path: Path, key: str | None, what: str) -> Iterator[tuple[Any, st
         yield store, key
 
 
+def _truth_labels(values: np.ndarray | None, rows: np.ndarray, what: str) -> np.ndarray:
+    """int32 truth labels from a 0/1 column (``what`` names it in the error); None: unknown."""
+    if values is None:
+        return np.full(len(rows), UNKNOWN_LABEL, dtype=np.int32)
+    invalid = ~np.isin(values, (0.0, 1.0))
+    if invalid.any():
+        raise ValueError(
+            f"{what} must be 0 or 1; row(s) {rows[invalid][:10].tolist()} "
+            f"have {np.unique(values[invalid])[:5].tolist()}"
+        )
+    return values.astype(np.int32)
+
+
 def inspect_lhco(path: str | Path, key: str | None = None) -> tuple[str, int, int]:
     """(key, n_rows, n_columns) of an LHCO HDF5 file, checking its layout without reading the data."""
 
@@ -101,17 +114,11 @@ def lhco_block_to_events(
     negative = (pt < 0).any(axis=1)
     if negative.any():
         raise ValueError(f"negative pT in input row(s) {rows[negative][:10].tolist()}")
-    if block.shape[1] == LABELED_COLUMNS:
-        labels = block[:, N_FEATURE_COLUMNS]
-        invalid = ~np.isin(labels, (0.0, 1.0))
-        if invalid.any():
-            raise ValueError(
-                f"truth label (column {N_FEATURE_COLUMNS}) must be 0 or 1; row(s) {rows[invalid][:10].tolist()} "
-                f"have {np.unique(labels[invalid])[:5].tolist()}"
-            )
-        labels = labels.astype(np.int32)
-    else:
-        labels = np.full(len(block), UNKNOWN_LABEL, dtype=np.int32)
+    labels = _truth_labels(
+        block[:, N_FEATURE_COLUMNS] if block.shape[1] == LABELED_COLUMNS else None,
+        rows,
+        f"truth label (column {N_FEATURE_COLUMNS})",
+    )
     present = pt > 0  # zero pT is padding
     counts = present.sum(axis=1)
     zeros = np.zeros(int(counts.sum()))
@@ -278,17 +285,13 @@ def lhco_features_to_table(
     taus_lead = np.where(lead[:, None], taus1, taus2)
     taus_trail = np.where(lead[:, None], taus2, taus1)
     features = dijet_features(leading, trailing, taus_lead, taus_trail)
-    if LHCO_LABEL_COLUMN in frame.columns:
-        labels = frame[LHCO_LABEL_COLUMN].to_numpy(dtype=np.float64)
-        invalid = ~np.isin(labels, (0.0, 1.0))
-        if invalid.any():
-            raise ValueError(
-                f"{source}: {LHCO_LABEL_COLUMN!r} must be 0 or 1; row(s) "
-                f"{rows[invalid][:10].tolist()} have {np.unique(labels[invalid])[:5].tolist()}"
-            )
-        labels = labels.astype(np.int32)
-    else:
-        labels = np.full(len(frame), UNKNOWN_LABEL, dtype=np.int32)
+    labels = _truth_labels(
+        frame[LHCO_LABEL_COLUMN].to_numpy(dtype=np.float64)
+        if LHCO_LABEL_COLUMN in frame.columns
+        else None,
+        rows,
+        f"{source}: {LHCO_LABEL_COLUMN!r}",
+    )
     return make_feature_frame(
         dataset, np.full(len(frame), run, dtype=np.int64), rows + 1, labels, features
     )
