@@ -71,3 +71,45 @@ def dask_processes(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+@contextlib.contextmanager
+def kill_worker_when_holding(
+    address: str,
+    process: subprocess.Popen,
+    name: str,
+    key_prefix: str,
+    min_held: int = 1,
+) -> Iterator[dict]:
+    """SIGKILL worker ``name`` once it holds ``min_held`` finished results whose keys start with
+    ``key_prefix`` while other tasks still run; yields a dict that says whether it did."""
+    import signal
+    import threading
+
+    from distributed import Client
+
+    state: dict = {"killed": False}
+    stop = threading.Event()
+
+    def monitor() -> None:
+        with Client(address, timeout="10s") as client:
+            info = client.scheduler_info()["workers"]
+            worker = next(a for a, w in info.items() if w["name"] == name)
+            while not stop.is_set():
+                held = [
+                    k for k in client.has_what().get(worker, ()) if str(k).startswith(key_prefix)
+                ]
+                running = sum(len(v) for v in client.processing().values())
+                if len(held) >= min_held and running:
+                    os.kill(process.pid, signal.SIGKILL)
+                    state.update(killed=True, held=held, running=running)
+                    return
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=monitor, daemon=True)
+    watcher.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        watcher.join(10)

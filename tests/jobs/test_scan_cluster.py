@@ -3,13 +3,10 @@ tasks, a worker SIGKILLed mid-scan loses nothing, and the report equals the in-p
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
-import time
 
 import pytest
-from daskprocs import dask_processes
+from daskprocs import dask_processes, kill_worker_when_holding
 from test_scan import synthetic_table
 
 from adhunt.bumphunt import ScanConfig
@@ -31,35 +28,11 @@ def test_worker_killed_mid_scan_loses_nothing(tmp_path):
         scan_range=(3200.0, 5000.0), window_step=200.0, efficiencies=(0.1,), plots=False,
     )  # fmt: skip
     reference = run_scan(data, tmp_path / "iterative", cfg)
-    state: dict = {"killed": False}
-    stop = threading.Event()
     with dask_processes(tmp_path) as (address, procs):
-        from distributed import Client
-
-        def monitor() -> None:
-            with Client(address, timeout="10s") as client:
-                info = client.scheduler_info()["workers"]
-                b = next(a for a, w in info.items() if w["name"] == "B")
-                while not stop.is_set():
-                    held = [
-                        k for k in client.has_what().get(b, ()) if str(k).startswith("scan_window")
-                    ]
-                    running = sum(len(v) for v in client.processing().values())
-                    if held and running:
-                        os.kill(procs["B"].pid, signal.SIGKILL)
-                        state.update(killed=True, held=held)
-                        return
-                    time.sleep(0.02)
-
-        watcher = threading.Thread(target=monitor, daemon=True)
-        watcher.start()
-        try:
+        with kill_worker_when_holding(address, procs["B"], "B", "scan_window") as state:
             result = run_scan(
                 data, tmp_path / "dask", cfg, executor=ExecutorConfig("dask", scheduler=address)
             )
-        finally:
-            stop.set()
-            watcher.join(10)
         assert state["killed"], "worker B was never killed: the scan ended before it held a window"
         assert procs["B"].wait(5) == -signal.SIGKILL
     assert _comparable(result.report) == _comparable(reference.report)

@@ -5,17 +5,15 @@ killed mid-run, and clear about bad input."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from daskprocs import dask_processes as start_dask_processes
+from daskprocs import kill_worker_when_holding
 from eventfiles import corrupt_baskets, expected_cutflow, make_events, write_events
 from typer.testing import CliRunner
 
@@ -325,32 +323,9 @@ def test_dask_worker_killed_mid_run(
     dask_processes, fileset_path, models, features_dir, iterative, tmp_path
 ):
     """SIGKILL a worker holding finished chunks while others still run: same histograms."""
-    from distributed import Client
-
     address, procs = dask_processes
-    state: dict = {"killed": False}
-    stop = threading.Event()
-
-    def monitor() -> None:
-        with Client(address, timeout="10s") as client:
-            b = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "B")
-            while not stop.is_set():
-                # finished chunk results (coffea keys them by the processor class name)
-                held = [
-                    k
-                    for k in client.has_what().get(b, ())
-                    if str(k).startswith("InferenceProcessor")
-                ]
-                running = sum(len(v) for v in client.processing().values())
-                if len(held) >= 2 and running:
-                    os.kill(procs["B"].pid, signal.SIGKILL)
-                    state.update(killed=True, held=held, running=running)
-                    return
-                time.sleep(0.02)
-
-    watcher = threading.Thread(target=monitor, daemon=True)
-    watcher.start()
-    try:
+    # finished chunk results (coffea keys them by the processor class name)
+    with kill_worker_when_holding(address, procs["B"], "B", "InferenceProcessor", 2) as state:
         result = run_infer(
             fileset_path,
             models,
@@ -359,9 +334,6 @@ def test_dask_worker_killed_mid_run(
             reference=features_dir,
             efficiencies=EFFS,
         )
-    finally:
-        stop.set()
-        watcher.join(10)
     assert state["killed"], "worker B was never killed: the run ended before it held results"
     assert procs["B"].wait(5) == -signal.SIGKILL
     _same(result.histogram, iterative.histogram)
