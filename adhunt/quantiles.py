@@ -352,8 +352,10 @@ def fit_quantile_curves(
 def rank_table(scores: np.ndarray, n_points: int = 4001) -> tuple[np.ndarray, np.ndarray]:
     """``(levels, values)``: the empirical quantile function of ``scores`` on a fixed grid.
 
-    The grid is uniform in the bulk and log-dense in both tails (down to 1/n), so a score's rank
-    is resolved where tight cuts live. Ties collapse to one point at their mean level.
+    Each stored point is a distinct score with its exact mid-rank level (ties collapse to one
+    point). With more distinct scores than ``n_points`` the points are chosen on a grid uniform
+    in the bulk and log-dense in both tails (down to 1/n), so ranks stay resolved where tight
+    cuts live.
     """
     s = np.sort(np.asarray(scores, dtype=np.float64))
     if s.ndim != 1 or s.size < 2:
@@ -361,15 +363,15 @@ def rank_table(scores: np.ndarray, n_points: int = 4001) -> tuple[np.ndarray, np
     if not np.all(np.isfinite(s)):
         raise ValueError(f"scores contain {int((~np.isfinite(s)).sum())} NaN/inf value(s)")
     n = s.size
-    # empirical CDF at each order statistic: F(s_(i)) = (i + 0.5) / n (mid-rank)
-    tail = np.geomspace(0.5 / n, 0.05, 200) if 0.5 / n < 0.05 else np.empty(0)
-    grid = np.unique(
-        np.concatenate([np.linspace(0.5 / n, 1 - 0.5 / n, int(n_points)), tail, 1 - tail])
-    )
-    values = np.quantile(s, np.clip((grid * n - 0.5) / (n - 1), 0, 1))
-    uniq, inverse = np.unique(values, return_inverse=True)
-    mean_level = np.bincount(inverse, weights=grid) / np.bincount(inverse)
-    return mean_level, uniq
+    values, counts = np.unique(s, return_counts=True)
+    levels = (np.cumsum(counts) - 0.5 * counts) / n  # mid-rank of each distinct value
+    if values.size > int(n_points):
+        tail = np.geomspace(0.5 / n, 0.05, 200) if 0.5 / n < 0.05 else np.empty(0)
+        grid = np.concatenate([np.linspace(0, 1, int(n_points)), tail, 1 - tail])
+        pick = np.clip(np.searchsorted(levels, grid), 0, values.size - 1)
+        pick = np.unique(np.r_[0, pick, values.size - 1])
+        levels, values = levels[pick], values[pick]
+    return levels, values
 
 
 def rank_transform(levels: np.ndarray, values: np.ndarray, scores: np.ndarray) -> np.ndarray:
