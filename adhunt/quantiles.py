@@ -22,7 +22,8 @@ mjj ("rearrangement", Chernozhukov, Fernandez-Val & Galichon 2010), which makes 
 and never worsens the fit. :meth:`QuantileCurves.transform` maps a score to its conditional
 quantile level ``u = F(score | mjj)`` (piecewise linear between the curves, exponential tails
 beyond the outermost ones, so ``u`` is continuous and strictly increasing in the score at fixed
-mjj and events stay ordered): ``u > 1 - eps`` keeps a fraction ``eps`` of the background at
+mjj and events stay ordered; a score on which several curves coincide, as happens for tied
+discrete scores, gets the middle of their levels): ``u > 1 - eps`` keeps a fraction ``eps`` of the background at
 every mjj, and within a narrow mjj window the order of events (hence ROC/SIC there) is nearly
 that of the raw score.
 
@@ -185,6 +186,12 @@ class QuantileCurves:
         if high.any():  # 1 - F(s) = (1 - tL) exp(-(s - qL) / b), matched at the level below
             b = np.maximum(q[high, -1] - q[high, -2], tiny) / np.log((1 - t[-2]) / (1 - t[-1]))
             u[high] = 1.0 - (1.0 - t[-1]) * np.exp(-(s[high] - q[high, -1]) / b)
+        # a score equal to several coinciding curves (a tied, discrete score) gets the middle of
+        # their levels (mid-rank), not the top one: otherwise every tied event would pass the cut
+        first = (q < s[:, None]).sum(axis=1)
+        tied = (first < j) & (j < n_lev)
+        if tied.any():
+            u[tied] = 0.5 * (t[first[tied]] + t[j[tied]])
         return u
 
     # ----- persistence (tensors + JSON, as model artifacts store them) -------------------------

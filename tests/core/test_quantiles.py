@@ -116,3 +116,15 @@ def test_rank_table_is_the_empirical_cdf():
     assert np.allclose(
         rank_transform(lv, vv, np.array([0.0, 1.0, 2.0])), [0.05, 0.25, 0.7], atol=0.01
     )
+
+
+def test_tied_scores_get_the_middle_of_their_levels():
+    """A discrete score: 70% of events share the lowest value; their u is not the top level."""
+    rng = np.random.default_rng(9)
+    m = rng.uniform(2000, 5000, 20_000)
+    s = np.where(rng.random(m.size) < 0.7, 0.0, rng.exponential(1.0, m.size) + 0.1)
+    curves = fit_quantile_curves(s, m, degree=1)
+    u = curves.transform(s, m)
+    assert np.ptp(u[s == 0]) < 0.02  # (the fitted curves sit on the tie up to roundoff)
+    assert 0.3 < u[s == 0][0] < 0.45  # the middle of the levels the tie spans (~0.05..0.7)
+    assert abs(np.mean(u > 0.9) - 0.1) < 0.01  # the untied tail is still cut exactly

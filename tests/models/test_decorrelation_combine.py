@@ -146,3 +146,34 @@ def test_combine_refuses_mismatched_members():
         CombinedModel.build([a, a], data.drop(columns=["f1"]), ["a", "a2"])
     with pytest.raises(TypeError, match="fitted members"):
         CombinedModel(FEATS, SR).fit(data)
+
+
+def test_scan_window_trainer_cuts_on_the_decorrelated_score():
+    """``ScanConfig(decorrelate="qr")``: each window's scores are conditional quantile levels."""
+    from adhunt.bumphunt import ScanConfig
+    from adhunt.models import window_scorer
+
+    data = correlated_toy(8000, 0, seed=11)
+    cfg = ScanConfig(method="supervised", features=FEATS, folds=3, decorrelate="qr")
+    # labels drawn with P(1 | f0) = sigmoid(f0 - 2): the classifier's score is smooth in f0,
+    # hence grows with mjj
+    p1 = 1.0 / (1.0 + np.exp(-(data["f0"].to_numpy() - 2.0)))
+    labels = np.random.default_rng(12).random(len(data)) < p1
+    data = data.assign(truth_label=labels.astype(int))
+    trainer = window_scorer(data, cfg, num_threads=1)
+    assert trainer.decorrelate == "qr"
+    u = trainer((3300.0, 3700.0))
+    assert np.all((u > 0) & (u < 1))
+    raw = window_scorer(
+        data, ScanConfig(method="supervised", features=FEATS, folds=3), num_threads=1
+    )((3300.0, 3700.0))
+    m = data["mjj"].to_numpy()
+    outside = ~SR.in_sr(m)
+    low, high = outside & (m < 3000), outside & (m >= 3900)
+    # raw: the 10% cut keeps far more at high mjj; decorrelated: ~10% on both sides
+    t_raw = np.quantile(raw, 0.9)
+    assert np.mean(raw[high] > t_raw) > 2 * np.mean(raw[low] > t_raw)
+    for part in (low, high):
+        assert abs(np.mean(u[part] > 0.9) - 0.1) < 0.03
+    with pytest.raises(ValueError, match="decorrelate must be none or qr"):
+        ScanConfig(decorrelate="pca")
