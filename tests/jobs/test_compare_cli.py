@@ -118,6 +118,14 @@ def test_train_decorrelate_qr_and_score(dirs, tmp_path):
     fracs = [float(np.mean(u[bkg & (mjj >= lo) & (mjj < hi)] > 0.8)) for lo, hi in bins]
     assert max(fracs) - min(fracs) < 0.06, fracs
 
+    # infer calibrates its cuts with the same model.score: thresholds are decorrelated levels
+    from adhunt.jobs.infer import calibrate_thresholds
+
+    sr_events = on_train[SR.in_sr(on_train["mjj"])]
+    reference = read_features(dirs["train"]).merge(sr_events[["run", "event"]], how="inner")
+    thresholds = calibrate_thresholds(model, reference, (0.2, 0.05), mode="ensemble")
+    assert 0 < thresholds[0] < thresholds[1] < 1
+
     r = invoke(["train", "cwola", "--features", dirs["train"], "--output", tmp_path / "x",
                 "--decorrelate", "magic", *common(dirs)])  # fmt: skip
     assert r.exit_code == 2 and "--decorrelate must be one of none, qr" in r.text
