@@ -148,6 +148,14 @@ def test_combine_and_compare(dirs, tmp_path):
     model = ResonantModel.load(comb)
     assert isinstance(model, CombinedModel) and model.reference["n_events"] > 100
     assert model.extra["members"] == [str(sup), str(cw)]
+    # the combined score can itself be decorrelated; it round-trips with its members
+    r = invoke(["train", "combine", "--models", f"{sup},{cw}", "--output", tmp_path / "cq",
+                "--decorrelate", "qr"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cq = ResonantModel.load(tmp_path / "cq")
+    test = read_features(dirs["test"])
+    assert cq.decorrelation is not None
+    assert np.array_equal(cq.raw_score(test, "ensemble"), model.score(test, "ensemble"))
     # refusals: different feature sets, one member, existing output
     r = invoke(["train", "combine", "--models", f"{sup},{noise}", "--output", tmp_path / "bad"])
     assert r.exit_code == 2 and "members must share one feature set" in r.text
