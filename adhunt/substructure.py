@@ -56,12 +56,27 @@ def nsubjettiness(
 
     Returns a float64 array of shape (n_jets, n_max), column N-1 = tau_N.
     """
+    return nsubjettiness_betas(constituents, r0, n_max, (beta,))[:, 0, :]
+
+
+def nsubjettiness_betas(
+    constituents: ak.Array, r0: float, n_max: int, betas: tuple[float, ...]
+) -> np.ndarray:
+    """tau_1..tau_n_max at several angular exponents, from ONE kT reclustering of the jets.
+
+    Returns float64 (n_jets, len(betas), n_max): the axes and distances do not depend on beta,
+    so the extended feature set (three betas) pays for the clustering once. Each beta's values
+    are computed exactly as :func:`nsubjettiness` computes them alone.
+    """
+    betas = tuple(float(b) for b in betas)
+    if not betas or not all(b > 0 for b in betas):
+        raise ValueError(f"betas must be a non-empty list of positive numbers, got {betas}")
     if n_max < 1:
         raise ValueError(f"n_max must be >= 1, got {n_max}")
     if r0 <= 0:
         raise ValueError(f"R0 must be positive, got {r0}")
     n_jets = len(constituents)
-    taus = np.zeros((n_jets, n_max))
+    taus = np.zeros((n_jets, len(betas), n_max))
     if n_jets == 0:
         return taus
     constituents = ak.to_packed(constituents)
@@ -71,7 +86,7 @@ def nsubjettiness(
     pt = np.hypot(px, py)
     rap, phi = rapidity_phi(px, py, pz, E)
     jet_of = np.repeat(np.arange(n_jets), counts)
-    denominator = np.bincount(jet_of, weights=pt, minlength=n_jets) * r0**beta
+    pt_sum = np.bincount(jet_of, weights=pt, minlength=n_jets)
 
     sequence = fastjet.ClusterSequence(
         constituents, fastjet.JetDefinition(fastjet.kt_algorithm, KT_AXES_RADIUS)
@@ -90,11 +105,12 @@ def nsubjettiness(
             dphi = np.abs(phi - axis_phi[jet_of, k])
             dr2 = (rap - axis_rap[jet_of, k]) ** 2 + np.minimum(dphi, 2 * np.pi - dphi) ** 2
             np.minimum(min_dr2, dr2, out=min_dr2)
-        weight = np.sqrt(min_dr2) if beta == 1.0 else min_dr2 ** (beta / 2)
-        numerator = np.bincount(jet_of, weights=pt * weight, minlength=n_jets)
-        tau = safe_ratio(numerator, denominator)
-        tau[counts <= n] = 0.0
-        taus[:, n - 1] = tau
+        for b, beta in enumerate(betas):
+            weight = np.sqrt(min_dr2) if beta == 1.0 else min_dr2 ** (beta / 2)
+            numerator = np.bincount(jet_of, weights=pt * weight, minlength=n_jets)
+            tau = safe_ratio(numerator, pt_sum * r0**beta)
+            tau[counts <= n] = 0.0
+            taus[:, b, n - 1] = tau
     return taus
 
 
@@ -114,3 +130,54 @@ def _padded_axes(axes: ak.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
         padded[row, col] = ak.to_numpy(flat[f])
         comps.append(padded)
     return rapidity_phi(*comps)
+
+
+#: Soft-drop defaults (CMS-style mMD): z_cut 0.1, beta 0 (then R0 plays no role).
+SOFTDROP_ZCUT = 0.1
+SOFTDROP_BETA = 0.0
+#: Angular exponent of D2 (Larkoski, Moult, Neill: D2^(beta=1) for two-prong tagging).
+D2_BETA = 1.0
+
+
+def groomed_observables(
+    constituents: ak.Array,
+    r0: float,
+    z_cut: float = SOFTDROP_ZCUT,
+    sd_beta: float = SOFTDROP_BETA,
+    d2_beta: float = D2_BETA,
+) -> dict[str, np.ndarray]:
+    """Soft-drop mass and D2 of every jet, from ONE Cambridge/Aachen reclustering of all jets.
+
+    ``constituents`` is jagged (jet, constituent) of px/py/pz/E. Each jet is one "event" of
+    fastjet's multi-event interface, reclustered with C/A at radius :data:`KT_AXES_RADIUS` so
+    that ``exclusive_jets(1)`` is the whole jet with its angular-ordered history; fastjet-contrib
+    ``SoftDrop(beta=sd_beta, z_cut, R0=r0)`` (scalar_z, larger-pT branch) grooms it, and
+    ``EnergyCorrelatorD2(d2_beta)`` (pT and (y, phi) distances) is computed on the UNGROOMED
+    jet. Returns float64 ``{"msd": ..., "d2": ...}``. D2 is undefined for a jet with one
+    constituent (e2 = 0): it is set to 0, like tau ratios with a zero denominator. A jet with no
+    constituents gets msd = d2 = 0 and is not passed to fastjet (which cannot take it).
+    """
+    if not r0 > 0:
+        raise ValueError(f"R0 must be positive, got {r0}")
+    n_jets = len(constituents)
+    msd, d2 = np.zeros(n_jets), np.zeros(n_jets)
+    if n_jets == 0:
+        return {"msd": msd, "d2": d2}
+    constituents = ak.to_packed(constituents)
+    filled = ak.to_numpy(ak.num(constituents, axis=1)) > 0
+    jets = ak.to_packed(constituents[filled]) if not filled.all() else constituents
+    if len(jets):
+        sequence = fastjet.ClusterSequence(
+            jets, fastjet.JetDefinition(fastjet.cambridge_algorithm, KT_AXES_RADIUS)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "exclusive jets" warning, as above
+            groomed = sequence.exclusive_jets_softdrop_grooming(
+                njets=1, beta=sd_beta, symmetry_cut=z_cut, R0=r0
+            )
+            ecf = sequence.exclusive_jets_energy_correlator(njets=1, beta=d2_beta, func="d2")
+        values = np.asarray(ak.to_numpy(groomed.msoftdrop), dtype=np.float64)
+        msd[filled] = np.where(np.isfinite(values), values, 0.0)
+        values = np.asarray(ak.to_numpy(ecf), dtype=np.float64)
+        d2[filled] = np.where(np.isfinite(values), values, 0.0)
+    return {"msd": msd, "d2": d2}
