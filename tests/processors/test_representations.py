@@ -189,6 +189,13 @@ def test_train_on_extended_columns(generated_qcd, generated_wprime, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
+    # adhunt infer accepts the model only with a feature configuration that computes its inputs
+    from adhunt.jobs.infer import _load_models
+    from adhunt.processors.inference import InferenceError
+
+    with pytest.raises(InferenceError, match="msd_j1"):
+        _load_models({"m": model})
+    assert "m" in _load_models({"m": model}, FeatureConfig(extended=True).extra_columns())
     frame = read_table(out)
     sig, qcd = frame[frame["truth_label"] == 1], frame[frame["truth_label"] == 0]
     # the W' decay products: the heavier jet's groomed mass sits near 500 GeV more often than QCD's
