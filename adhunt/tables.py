@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -267,12 +267,21 @@ def read_images(output_dir: str | Path, datasets: Iterable[str] | None = None) -
     event at S = 32; for larger samples iterate :func:`chunk_image_files` instead.
     """
     pairs, size = chunk_image_files(output_dir, datasets)
-    arrays = []
-    for table, images in pairs:
-        arrays.append(_load_images(table, images, size))
+    arrays = [np.asarray(_load_images(table, images, size)) for table, images in pairs]
     if not arrays:
         return np.zeros((0, 2, size, size), np.float32)
     return np.concatenate(arrays, axis=0)
+
+
+def iter_chunk_images(
+    output_dir: str | Path, datasets: Iterable[str] | None = None
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """(chunk table, its images) chunk by chunk, in :func:`read_images` order, each checked as
+    there; the images are read-only memory maps, so a training loop holds one chunk at a time.
+    All chunks are checked to have an image file before the first is yielded."""
+    pairs, size = chunk_image_files(output_dir, datasets)
+    for table, images in pairs:
+        yield table, _load_images(table, images, size)
 
 
 def chunk_image_files(
@@ -324,7 +333,7 @@ def _load_images(table: Path, images: Path, size: int) -> np.ndarray:
             f"{images} holds {array.dtype} images of shape {array.shape}; its table {table.name} "
             f"and the run's image size need float32 {expected}"
         )
-    return np.asarray(array)
+    return array
 
 
 def clear_datasets(output_dir: str | Path, datasets: Iterable[str]) -> int:

@@ -18,7 +18,7 @@ from adhunt.jobs.cli import app
 from adhunt.jobs.features import run_features
 from adhunt.processors.features import FeatureConfig
 from adhunt.schema import FEATURE_COLUMNS, IMAGE_COLUMNS, extended_columns
-from adhunt.tables import FeatureTableError, read_images, read_table
+from adhunt.tables import FeatureTableError, iter_chunk_images, read_images, read_table
 
 KINDS = ["dijet", "soft", "dijet", "monojet", "dijet", "dijet", "nan", "dijet", "dijet", "empty"]
 SIZE = 16
@@ -118,8 +118,13 @@ def test_extra_columns_leave_the_default_ones_unchanged(runs):
     assert echo["images"] is None and echo["extra_columns"] == []
     with pytest.raises(FeatureTableError, match="no jet images"):
         read_images(runs["default"])
-    # one dataset's directory reads the same rows
-    np.testing.assert_array_equal(read_images(runs["full"] / "qcd"), read_images(runs["full"]))
+    # one dataset's directory, a dataset list, and chunk by chunk: the same rows
+    whole = read_images(runs["full"])
+    np.testing.assert_array_equal(read_images(runs["full"] / "qcd"), whole)
+    np.testing.assert_array_equal(read_images(runs["full"], datasets=["qcd"]), whole)
+    chunks = list(iter_chunk_images(runs["full"]))
+    assert [len(pd.read_parquet(t)) for t, _ in chunks] == [len(i) for _, i in chunks]
+    np.testing.assert_array_equal(np.concatenate([i for _, i in chunks]), whole)
 
 
 def test_refuses_inconsistent_directories(runs, tmp_path):
