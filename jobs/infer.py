@@ -49,7 +49,9 @@ import typer
 
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
+    AllowDuplicatesOption,
     ChunksizeOption,
+    DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
     SchedulerOption,
@@ -262,17 +264,22 @@ def run_infer(
     reference_datasets: list[str] | None = None,
     gpu_resource: Mapping[str, float] | None = None,
     num_threads: int | None = None,
+    dedupe_files: bool = False,
+    allow_duplicates: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
 
     See the module docstring for the steps and outputs. ``progress(done, total)`` is called with
     chunk counts. ``num_threads`` caps scoring threads per worker (default: 1 on futures/dask,
     whose workers are one process per core; the libraries' default when iterative).
+    ``dedupe_files``: process a file listed twice in ``fileset`` once (else an error);
+    ``allow_duplicates``: accept repeated (run, event) keys in the reference tables.
     """
     from coffea.processor import accumulate
 
     import adhunt
     from adhunt.config import config_to_dict
+    from adhunt.filesets import load_datasets
     from adhunt.histograms import (
         cut_label,
         root_cut_name,
@@ -281,7 +288,7 @@ def run_infer(
         write_histogram_json,
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
-    from adhunt.jobs.features import check_inputs, dataset_weights, load_datasets, summarize_run
+    from adhunt.jobs.features import check_inputs, dataset_weights, summarize_run
     from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
@@ -314,8 +321,8 @@ def run_infer(
     output = Path(output)
 
     # --- driver-side checks ----------------------------------------------------------------------
+    datasets_in = load_datasets(fileset, feature_config.tree, dedupe_files=dedupe_files)
     loaded = _load_models(models, feature_config.extra_columns())
-    datasets_in = load_datasets(fileset, feature_config.tree)
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)
     if bad and not exec_config.skip_bad_files:
@@ -676,6 +683,8 @@ def infer(
         typer.Option("--gpu-resource", help="dask worker resource per chunk task, e.g. GPU=1."),
     ] = None,
     skip_bad_files: SkipBadFilesOption = False,
+    dedupe_files: DedupeFilesOption = False,
+    allow_duplicates: AllowDuplicatesOption = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
@@ -702,6 +711,7 @@ def infer(
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
                 gpu_resource=_parse_resource(gpu_resource),
+                dedupe_files=dedupe_files, allow_duplicates=allow_duplicates,
             )  # fmt: skip
     except (
         ArtifactError,
