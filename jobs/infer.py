@@ -176,6 +176,7 @@ def _reference_table(
     reference: Path | None,
     datasets: list[str] | None,
     selection: str,
+    allow_duplicates: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
     from adhunt.processors.inference import InferenceError
@@ -185,7 +186,10 @@ def _reference_table(
     info: dict[str, Any] = {"selection": selection}
     columns = [*model.input_columns, "mjj"]
     if reference is not None:
-        table = read_table(Path(reference), datasets, columns, what="--reference")
+        table = read_table(
+            Path(reference), datasets, columns, what="--reference",
+            allow_duplicates=allow_duplicates,
+        )  # fmt: skip
         info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
     else:
         record = read_provenance(model)
@@ -196,8 +200,9 @@ def _reference_table(
             )
         try:
             table = rebuild_training_table(
-                record, columns, datasets, what=f"training features of model {name!r}"
-            )
+                record, columns, datasets, what=f"training features of model {name!r}",
+                allow_duplicates=allow_duplicates,
+            )  # fmt: skip
         except ProvenanceError as err:
             raise InferenceError(f"{err}; give a reference sample with --reference") from err
         used = datasets or (None if record.datasets is None else list(record.datasets))
@@ -344,7 +349,7 @@ def run_infer(
         if key not in shared:
             shared[key] = _reference_table(
                 model, name, None if reference is None else Path(reference),
-                reference_datasets, reference_selection,
+                reference_datasets, reference_selection, allow_duplicates,
             )  # fmt: skip
         table, info = shared[key]
         cuts = calibrate_thresholds(model, table, effs, mode, name)
