@@ -4,8 +4,8 @@ Why a module of its own: the same file listed twice (twice in one dataset, under
 through a symlink, or as ``./a.root`` next to ``a.root``) would be processed twice and every one
 of its events counted twice. Each entry is therefore identified before any work starts:
 
-* a local file by its resolved path and, when it exists, its ``(st_dev, st_ino)`` (so hard links
-  and bind mounts of one file are recognised too);
+* a local file by its ``(st_dev, st_ino)`` (so symlinks, hard links and bind mounts of one file
+  are recognised), or by its resolved path while it does not exist;
 * a remote file (``root://``, ``https://`` ...) by its normalised URL (scheme and host lower
   case, repeated slashes and ``.``/``..`` removed from the path, no fragment);
 
@@ -51,15 +51,16 @@ class Duplicate:
     def describe(self) -> str:
         return (
             f"{self.first_dataset}: {self.first_name!r} and {self.dataset}: {self.name!r} "
-            f"(both {self.identity})"
+            f"(the same file: {self.identity})"
         )
 
 
 def file_identity(name: str) -> str:
     """What makes two spellings of an input file the same file (see the module doc).
 
-    Local files: ``"file <resolved path> dev:ino"`` (``dev:ino`` absent while the file does not
-    exist, the missing file is reported later by name); remote ones: ``"url <normalised URL>"``.
+    Local files: ``"inode <st_dev>:<st_ino>"`` (the same for every path of one file: symlinks,
+    hard links, bind mounts), or ``"file <resolved path>"`` while the file does not exist (the
+    missing file is reported later by name); remote ones: ``"url <normalised URL>"``.
     """
     if "://" not in name:
         return _local_identity(Path(name))
@@ -77,7 +78,7 @@ def _local_identity(path: Path) -> str:
         stat = os.stat(resolved)
     except OSError:
         return f"file {resolved}"
-    return f"file {resolved} {stat.st_dev}:{stat.st_ino}"
+    return f"inode {stat.st_dev}:{stat.st_ino}"
 
 
 class _Object(dict):
@@ -138,7 +139,7 @@ def load_datasets(
         raise FilesetError("a fileset must be a non-empty mapping {dataset: files}")
     _check_repeated_keys(fileset, where, dedupe_files)
     out: dict[str, dict[str, Any]] = {}
-    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    seen: dict[tuple[str, str], tuple[str, str, str]] = {}
     duplicates: list[Duplicate] = []
     for dataset, entry in fileset.items():
         if isinstance(entry, dict):
@@ -164,8 +165,10 @@ def load_datasets(
             local = _locate(name, base)
             key = (file_identity(local), tree_name)
             if key in seen:
-                first_dataset, first_name = seen[key]
-                shown = local if tree_name == default_tree else f"{local}, tree {tree_name}"
+                first_dataset, first_name, first_local = seen[key]
+                shown = local if local == first_local else f"{first_local} = {local}"
+                if tree_name != default_tree:
+                    shown += f", tree {tree_name}"
                 duplicates.append(Duplicate(dataset, name, first_dataset, first_name, shown))
                 continue
             if resolved.get(local, tree_name) != tree_name:
@@ -173,7 +176,7 @@ def load_datasets(
                     f"fileset dataset {dataset!r}: {name!r} is given with trees "
                     f"{resolved[local]!r} and {tree_name!r}; a dataset reads one tree per file"
                 )
-            seen[key] = (dataset, name)
+            seen[key] = (dataset, name, local)
             resolved[local] = tree_name
         out[dataset] = {"files": resolved, "metadata": dict(metadata or {})}
     if duplicates and not dedupe_files:
