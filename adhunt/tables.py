@@ -24,7 +24,8 @@
   - ``event``: the 1-based row number within its file. A WARNING is logged: the k-fold split (and
     whether ``adhunt score`` treats an event as seen in training) then rests on the row order,
     which is deterministic for the same files but changes if a file is rewritten in another order;
-  - ``truth_label``: -1 (unknown).
+  - ``truth_label``: -1 (unknown);
+  - ``luminosityBlock``: 0, ``weight``: 1 (unweighted).
 
   No other column is ever filled in: a column a caller needs that a file lacks is an error naming
   the column and the file (in a chunk directory every chunk must hold every column of the
@@ -71,6 +72,8 @@ TABLE_DEFAULTS = {
     "run": "CRC-32 of the file name (31 bits)",
     "event": "1-based row number within the file (k-fold keys follow the row order: WARNING)",
     "truth_label": -1,
+    "luminosityBlock": 0,
+    "weight": 1.0,
 }
 UNKNOWN_TRUTH = -1
 BOOKKEEPING_COLUMNS = ("dataset", "run", "luminosityBlock", "event", "truth_label", "weight")
