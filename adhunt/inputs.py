@@ -23,7 +23,8 @@ Conventions:
   with rounding (-sqrt(-m2)); those are accepted (clustering uses m2, so they act as |m|, a
   relative change below 1e-6 of the energy). ``FatJet_msoftdrop`` uses -1 for "soft drop found
   no subjets" (seen in the v15 and collision-data samples); it is not a kinematic input here
-  and is not checked (``jet_mass="msoftdrop"`` then gives mj = -1 for such jets).
+  and is not checked (``jet_mass="msoftdrop"`` then gives mj = -1 for such jets, and the
+  feature processor reports how many selected jets had it).
 * Delphes: energy-flow objects (EFlowTrack, EFlowPhoton, EFlowNeutralHadron) play the role of PF
   candidates; Delphes ``FatJet`` the role of NanoAOD ``FatJet`` (``Tau_5`` holds tau_1..tau_5).
 """

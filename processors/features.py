@@ -421,6 +421,14 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
     extra, images = None, None
     if config.jets == "fatjet":
         sel, jet_a, jet_b, taus_a, taus_b, masses = _fatjets(columns, cutflow, config)
+        if masses is not None:
+            # rounding leaves |msoftdrop| ~ 1e-5 GeV below zero; the sentinel is -1
+            n_sentinel = sum(int(np.sum(m < -0.01)) for m in masses)
+            if n_sentinel:  # NanoAOD's -1: soft drop found no subjets (see adhunt.inputs)
+                warnings.append(
+                    f"{where}: {n_sentinel} selected jet(s) with negative FatJet_msoftdrop "
+                    "(NanoAOD's -1: no soft-drop subjets); their mj is that value"
+                )
     else:
         sel, jet_a, jet_b, taus_a, taus_b, extra, images = _recluster(columns, cutflow, config)
         masses = None

@@ -135,6 +135,15 @@ def test_real_nanoaod_passes_the_physical_momentum_check(sample, branch, config,
     assert not any("non-physical" in w for w in result.warnings)
 
 
+def test_soft_drop_sentinel_is_reported(tmp_path):
+    """nano_dimuon.root: one of the two leading fat jets of an event has msoftdrop = -1."""
+    config = FeatureConfig(jets="fatjet", jet_mass="msoftdrop", **NO_TRIGGER)
+    result = run_features({"d": [str(DIMUON)]}, tmp_path, config)
+    assert any("1 selected jet(s) with negative FatJet_msoftdrop" in w for w in result.warnings)
+    frame = read_features(tmp_path)
+    assert (frame[["mj1", "mj2"]].to_numpy() == -1).sum() == 1
+
+
 # --- schemas, names, trees ----------------------------------------------------------------------
 
 
