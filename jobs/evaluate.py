@@ -18,7 +18,12 @@ from typing import Annotated, Any
 
 import typer
 
-from adhunt.jobs.options import DatasetsOption, OutputDirOption, split_list
+from adhunt.jobs.options import (
+    AllowDuplicatesOption,
+    DatasetsOption,
+    OutputDirOption,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +37,16 @@ def run_evaluate(
     datasets: list[str] | None = None,
     all_mjj: bool = False,
     progress: Any | None = None,
+    allow_duplicates: bool = False,
 ) -> dict[str, Any]:
     """Evaluate saved models; returns the summary written to ``output/summary.json``."""
     from adhunt.performance import plot_sic
 
     output = Path(output)
     results, summary = evaluate_models(
-        model_dirs, test_dir, mode, min_background, datasets, all_mjj, progress
-    )
+        model_dirs, test_dir, mode, min_background, datasets, all_mjj, progress,
+        allow_duplicates=allow_duplicates,
+    )  # fmt: skip
     output.mkdir(parents=True, exist_ok=True)
     plot_sic(results, output / "sic.png", title=f"test: {Path(test_dir).name}")
     (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
@@ -54,6 +61,7 @@ def evaluate_models(
     datasets: list[str] | None = None,
     all_mjj: bool = False,
     progress: Any | None = None,
+    allow_duplicates: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """ROC/SIC of saved models on a labelled table: ``(full roc_sic results, JSON summary)``.
 
@@ -73,7 +81,9 @@ def evaluate_models(
         raise ValueError(f"--mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
     models = [ResonantModel.load(d) for d in model_dirs]
     columns = sorted({c for m in models for c in m.input_columns})
-    table = read_table(test_dir, datasets, columns, what="--test")
+    table = read_table(
+        test_dir, datasets, columns, what="--test", allow_duplicates=allow_duplicates
+    )
     results, summary = {}, {"test_dir": str(test_dir), "mode": mode, "models": {}}
     for i, (model_dir, model) in enumerate(zip(model_dirs, models, strict=True)):
         name = model.method
@@ -129,6 +139,7 @@ def evaluate(
     all_mjj: Annotated[
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
+    allow_duplicates: AllowDuplicatesOption = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
     from adhunt.jobs.reporting import progress_bar
@@ -139,7 +150,7 @@ def evaluate(
         try:
             run_evaluate(
                 models, test, output, mode=mode, min_background=min_background,
-                datasets=split_list(datasets), all_mjj=all_mjj,
+                datasets=split_list(datasets), all_mjj=all_mjj, allow_duplicates=allow_duplicates,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         except (ArtifactError, ValueError, KeyError, ImportError) as exc:

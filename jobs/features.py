@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# load_datasets/load_fileset moved to the core (adhunt.filesets); kept importable from here.
+from adhunt.filesets import load_datasets, load_fileset  # noqa: F401
 from adhunt.jobs.options import (
     ChunksizeOption,
     ConfigOption,
+    DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
     SchedulerOption,
@@ -45,68 +48,6 @@ class FeatureRunResult:
     cutflow: dict[str, dict[str, int]]
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def load_fileset(fileset: str | Path | dict[str, Any]) -> dict[str, list[str]]:
-    """``{dataset: [file, ...]}`` from a fileset JSON path or mapping (see :func:`load_datasets`)."""
-    return {d: list(entry["files"]) for d, entry in load_datasets(fileset).items()}
-
-
-def load_datasets(
-    fileset: str | Path | dict[str, Any], default_tree: str = TREE_NAME
-) -> dict[str, dict[str, Any]]:
-    """``{dataset: {"files": {file: tree}, "metadata": {...}}}`` from a fileset JSON path or mapping.
-
-    Accepts coffea's forms per dataset: a list of files, ``{"files": [...]}`` (tree
-    ``"treename"`` or ``default_tree``), or ``{"files": {file: tree}}``; ``"metadata"`` (e.g.
-    ``xsec`` in pb, ``is_data``) is kept. Relative paths in a JSON file are taken relative to
-    the JSON file's directory.
-    """
-    base: Path | None = None
-    if not isinstance(fileset, dict):
-        path = Path(fileset)
-        if not path.is_file():
-            raise FileNotFoundError(f"fileset not found: {path}")
-        try:
-            fileset = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"fileset {path} is not valid JSON: {err}") from err
-        base = path.parent
-    if not isinstance(fileset, dict) or not fileset:
-        raise ValueError("a fileset must be a non-empty mapping {dataset: files}")
-    out: dict[str, dict[str, Any]] = {}
-    for dataset, entry in fileset.items():
-        files = entry.get("files") if isinstance(entry, dict) else entry
-        metadata = entry.get("metadata") if isinstance(entry, dict) else None
-        tree = entry.get("treename", default_tree) if isinstance(entry, dict) else default_tree
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"fileset dataset {dataset!r}: 'metadata' must be a mapping")
-        if isinstance(files, dict):
-            trees = files
-        elif isinstance(files, list):
-            trees = dict.fromkeys(files, tree)
-        else:
-            trees = None
-        if not trees or not all(
-            isinstance(f, str) and isinstance(t, str) for f, t in trees.items()
-        ):
-            raise ValueError(
-                f"fileset dataset {dataset!r}: expected a list of file names or a mapping "
-                "{file: tree name}"
-            )
-        resolved = {}
-        for name, tree_name in trees.items():
-            p = Path(name)
-            if (
-                not p.is_absolute()
-                and "://" not in name
-                and base is not None
-                and (base / p).exists()
-            ):
-                p = base / p
-            resolved[str(p.resolve()) if "://" not in name else name] = tree_name
-        out[dataset] = {"files": resolved, "metadata": dict(metadata or {})}
-    return out
 
 
 def check_inputs(
@@ -193,12 +134,14 @@ def run_features(
     chunksize: int = 100_000,
     scheduler: str | None = None,
     skip_bad_files: bool = False,
+    dedupe_files: bool = False,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
     Writes ``<output_dir>/<dataset>/*.parquet`` (read them with ``adhunt.tables.read_features``),
     ``cutflow.json`` and ``features_config.json``. Raises ``FeatureInputError`` naming the file
-    on bad input unless ``skip_bad_files``.
+    on bad input unless ``skip_bad_files``. The same input file twice in ``fileset`` is a
+    ``FilesetError`` (a ValueError) unless ``dedupe_files`` (see :mod:`adhunt.filesets`).
     """
     from adhunt.config import config_to_dict
     from adhunt.inputs import load_lumi_mask
@@ -213,7 +156,7 @@ def run_features(
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
     output_dir = Path(output_dir)
-    datasets = load_datasets(fileset, config.tree)
+    datasets = load_datasets(fileset, config.tree, dedupe_files=dedupe_files)
     files = {d: entry["files"] for d, entry in datasets.items()}
 
     good, bad, entries = check_inputs(files, config.missing_branches, config.tree)
@@ -451,6 +394,7 @@ def features(
         ),
     ] = False,
     skip_bad_files: SkipBadFilesOption = False,
+    dedupe_files: DedupeFilesOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Extract dijet features from a fileset through the Coffea feature processor."""
@@ -508,6 +452,7 @@ def features(
             chunksize=chunksize,
             scheduler=scheduler,
             skip_bad_files=skip_bad_files,
+            dedupe_files=dedupe_files,
         )
     except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError) as err:
         logger.error("%s", err)

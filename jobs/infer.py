@@ -49,7 +49,9 @@ import typer
 
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
+    AllowDuplicatesOption,
     ChunksizeOption,
+    DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
     SchedulerOption,
@@ -174,6 +176,7 @@ def _reference_table(
     reference: Path | None,
     datasets: list[str] | None,
     selection: str,
+    allow_duplicates: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
     from adhunt.processors.inference import InferenceError
@@ -183,7 +186,10 @@ def _reference_table(
     info: dict[str, Any] = {"selection": selection}
     columns = [*model.input_columns, "mjj"]
     if reference is not None:
-        table = read_table(Path(reference), datasets, columns, what="--reference")
+        table = read_table(
+            Path(reference), datasets, columns, what="--reference",
+            allow_duplicates=allow_duplicates,
+        )  # fmt: skip
         info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
     else:
         record = read_provenance(model)
@@ -194,8 +200,9 @@ def _reference_table(
             )
         try:
             table = rebuild_training_table(
-                record, columns, datasets, what=f"training features of model {name!r}"
-            )
+                record, columns, datasets, what=f"training features of model {name!r}",
+                allow_duplicates=allow_duplicates,
+            )  # fmt: skip
         except ProvenanceError as err:
             raise InferenceError(f"{err}; give a reference sample with --reference") from err
         used = datasets or (None if record.datasets is None else list(record.datasets))
@@ -262,17 +269,22 @@ def run_infer(
     reference_datasets: list[str] | None = None,
     gpu_resource: Mapping[str, float] | None = None,
     num_threads: int | None = None,
+    dedupe_files: bool = False,
+    allow_duplicates: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
 
     See the module docstring for the steps and outputs. ``progress(done, total)`` is called with
     chunk counts. ``num_threads`` caps scoring threads per worker (default: 1 on futures/dask,
     whose workers are one process per core; the libraries' default when iterative).
+    ``dedupe_files``: process a file listed twice in ``fileset`` once (else an error);
+    ``allow_duplicates``: accept repeated (run, event) keys in the reference tables.
     """
     from coffea.processor import accumulate
 
     import adhunt
     from adhunt.config import config_to_dict
+    from adhunt.filesets import load_datasets
     from adhunt.histograms import (
         cut_label,
         root_cut_name,
@@ -281,7 +293,7 @@ def run_infer(
         write_histogram_json,
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
-    from adhunt.jobs.features import check_inputs, dataset_weights, load_datasets, summarize_run
+    from adhunt.jobs.features import check_inputs, dataset_weights, summarize_run
     from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
@@ -314,8 +326,8 @@ def run_infer(
     output = Path(output)
 
     # --- driver-side checks ----------------------------------------------------------------------
+    datasets_in = load_datasets(fileset, feature_config.tree, dedupe_files=dedupe_files)
     loaded = _load_models(models, feature_config.extra_columns())
-    datasets_in = load_datasets(fileset, feature_config.tree)
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)
     if bad and not exec_config.skip_bad_files:
@@ -337,7 +349,7 @@ def run_infer(
         if key not in shared:
             shared[key] = _reference_table(
                 model, name, None if reference is None else Path(reference),
-                reference_datasets, reference_selection,
+                reference_datasets, reference_selection, allow_duplicates,
             )  # fmt: skip
         table, info = shared[key]
         cuts = calibrate_thresholds(model, table, effs, mode, name)
@@ -676,6 +688,8 @@ def infer(
         typer.Option("--gpu-resource", help="dask worker resource per chunk task, e.g. GPU=1."),
     ] = None,
     skip_bad_files: SkipBadFilesOption = False,
+    dedupe_files: DedupeFilesOption = False,
+    allow_duplicates: AllowDuplicatesOption = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
@@ -702,6 +716,7 @@ def infer(
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
                 gpu_resource=_parse_resource(gpu_resource),
+                dedupe_files=dedupe_files, allow_duplicates=allow_duplicates,
             )  # fmt: skip
     except (
         ArtifactError,

@@ -17,6 +17,7 @@ import typer
 
 from adhunt.jobs.options import (
     FEATURE_TABLE_HELP,
+    AllowDuplicatesOption,
     ConfigOption,
     DatasetsOption,
     OverwriteOption,
@@ -32,11 +33,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_WINDOW = f"{DEFAULT_SIGNAL_REGION[0]:g}:{DEFAULT_SIGNAL_REGION[1]:g}"
 
 
-def read_table(path: Path, datasets: list[str] | None, what: str, columns: list[str] | None = None):
+def read_table(
+    path: Path,
+    datasets: list[str] | None,
+    what: str,
+    columns: list[str] | None = None,
+    allow_duplicates: bool = False,
+):
     """Kept for callers of the earlier job helper: :func:`adhunt.tables.read_table`."""
     from adhunt.tables import read_table as read
 
-    return read(path, datasets, columns, what=what)
+    return read(path, datasets, columns, what=what, allow_duplicates=allow_duplicates)
 
 
 def _with_backend(config: Any, backend: str) -> Any:
@@ -76,12 +83,15 @@ def run_train(
     progress: Any | None = None,
     decorrelate: str = "none",
     decorrelate_region: str = "sidebands",
+    allow_duplicates: bool = False,
 ):
     """Train ``method`` and save it to ``output``; returns the fitted model.
 
     ``decorrelate="qr"``: after training, fit the quantile-regression mjj decorrelation on the
     k-fold scores of the training table (``decorrelate_region``: events outside the SR, or all)
     and store it in the artifact (:mod:`adhunt.models.decorrelation`).
+    Repeated (run, event) keys in a table, or between the data and the injected signal, are an
+    error unless ``allow_duplicates`` (:func:`adhunt.tables.check_unique_events`).
     """
     from adhunt.models.decorrelation import DECORRELATIONS, QRConfig
 
@@ -95,6 +105,7 @@ def run_train(
     from adhunt.models.registry import get_method
     from adhunt.provenance import make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
+    from adhunt.tables import check_unique_events
 
     cls = get_method(method)
     output = Path(output)
@@ -113,14 +124,17 @@ def run_train(
         raise ValueError("--inject N and --signal DIR go together")
 
     columns = [*features, "mjj"]
-    data = read_table(features_dir, datasets, "--features", columns)
+    data = read_table(features_dir, datasets, "--features", columns, allow_duplicates)
     used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
     injection, truth_counts = None, None
     if inject is not None:
-        signal = read_table(signal_dir, signal_datasets, "--signal", columns)
+        signal = read_table(signal_dir, signal_datasets, "--signal", columns, allow_duplicates)
         # Only the columns the method uses: tables from elsewhere may hold different extras.
         keep = inject_columns(data, signal, columns)
         data = inject_signal(data[keep], signal[keep], inject, seed)
+        check_unique_events(
+            data, "--features with the injected --signal", allow_duplicates=allow_duplicates
+        )
         injection = {
             "signal": signal_dir,
             "signal_datasets": signal_datasets or sorted(set(signal["dataset"])),
@@ -132,7 +146,9 @@ def run_train(
         truth_counts = injection_summary(data, region)
     reference = None
     if reference_dir is not None:
-        reference = read_table(reference_dir, reference_datasets, "--reference", columns)
+        reference = read_table(
+            reference_dir, reference_datasets, "--reference", columns, allow_duplicates
+        )
 
     model = cls(features, region, n_folds=folds, seed=seed, config=config)
     logger.info(
@@ -204,6 +220,7 @@ def train(
     models: Annotated[
         str | None, typer.Option("--models", help="combine: member model directories A,B,...")
     ] = None,
+    allow_duplicates: AllowDuplicatesOption = False,
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact.
 
@@ -229,7 +246,7 @@ def train(
                 features=split_list(features_list), datasets=split_list(datasets),
                 reference_dir=reference, reference_datasets=split_list(reference_datasets),
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
-                config_path=config, overwrite=overwrite,
+                config_path=config, overwrite=overwrite, allow_duplicates=allow_duplicates,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 decorrelate=decorrelate, decorrelate_region=decorrelate_region,
             )  # fmt: skip

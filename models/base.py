@@ -306,7 +306,10 @@ class ResonantModel(ABC):
                 first = int(np.flatnonzero(bad)[0])
                 where = f"row {first}"
                 if all(c in df.columns for c in ID_COLUMNS):
-                    where += f" (run {df['run'].iloc[first]}, event {df['event'].iloc[first]})"
+                    where += f" (run {df['run'].iloc[first]}, event {df['event'].iloc[first]}"
+                    if "dataset" in df.columns:
+                        where += f", dataset {df['dataset'].iloc[first]}"
+                    where += ")"
                 raise ValueError(
                     f"{what}: column {col!r} has {int(bad.sum())} NaN/inf value(s) out of "
                     f"{len(arr)}, first at {where}; clean or drop those events before training"

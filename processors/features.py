@@ -10,9 +10,11 @@ The output accumulator, summed over chunks by coffea::
     {"cutflow": {dataset: {step: n_events}}, "files": [parquet paths],
      "chunks": [(dataset, file, entrystart, entrystop)], "warnings": [...], "errors": [...]}
 
-Cutflow steps, in order (:data:`CUTFLOW_STEPS`): events read; events whose inputs are all finite
-(NaN/inf momenta reject the whole event, counted and reported); trigger; >= 2 jets. Each count is
-a subset of the previous one, so rejections add up exactly.
+Cutflow steps, in order (:data:`CUTFLOW_STEPS`): events read; golden JSON; HLT bits; events whose
+inputs are all finite (NaN/inf momenta reject the whole event, counted and reported); events
+whose candidates (fat jets) are all physical (pT > 0, mass not below float rounding of zero, see
+:func:`adhunt.inputs.physical_events`; rejected, counted and reported the same way); trigger;
+>= 2 jets. Each count is a subset of the previous one, so rejections add up exactly.
 
 (No ``from __future__ import annotations`` here: ``adhunt.config.load_config`` needs real class
 objects in ``FeatureConfig``'s field types to build the nested ``TriggerConfig`` from a file.)
@@ -34,6 +36,7 @@ from adhunt.images import jet_images
 from adhunt.inputs import (
     DEFAULT_TREES,
     KINEMATIC_FIELDS,
+    MASS_ROUNDING,
     SCHEMAS,
     TAUS,
     DatasetWeights,
@@ -46,6 +49,7 @@ from adhunt.inputs import (
     load_lumi_mask,
     lumi_mask,
     missing_branches,
+    physical_events,
 )
 from adhunt.jets import ClusteredEvents, TriggerConfig, passes_trigger, to_fastjet_input
 from adhunt.schema import (
@@ -69,7 +73,15 @@ from adhunt.tables import chunk_filename, make_feature_frame, write_chunk, write
 
 logger = logging.getLogger(__name__)
 
-CUTFLOW_STEPS = ("events", "lumi_mask", "hlt", "finite_momenta", "trigger", "two_jets")
+CUTFLOW_STEPS = (
+    "events",
+    "lumi_mask",
+    "hlt",
+    "finite_momenta",
+    "physical_momenta",
+    "trigger",
+    "two_jets",
+)
 JET_SOURCES = ("pfcands", "fatjet")
 JET_MASSES = ("mass", "msoftdrop")
 FATJET_FIELDS = ("pt", "eta", "phi", "mass", "tau1", "tau2", "tau3")
@@ -390,6 +402,15 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         warnings.append(f"{where}: {n_bad} event(s) with non-finite {collection} values rejected")
     keep &= finite
     cutflow["finite_momenta"] = int(keep.sum())
+    physical = physical_events(columns["pt"], columns["eta"], columns["mass"])
+    n_bad = int((keep & ~physical).sum())
+    if n_bad:
+        warnings.append(
+            f"{where}: {n_bad} event(s) with non-physical {collection} momenta (pT <= 0 or "
+            f"mass < -{MASS_ROUNDING:g} x |p|) rejected"
+        )
+    keep &= physical
+    cutflow["physical_momenta"] = int(keep.sum())
     columns = {f: v[keep] for f, v in columns.items()}
     if TRUTH_BRANCH in fields:
         truth = ak.to_numpy(events[TRUTH_BRANCH])[keep]
@@ -400,6 +421,14 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
     extra, images = None, None
     if config.jets == "fatjet":
         sel, jet_a, jet_b, taus_a, taus_b, masses = _fatjets(columns, cutflow, config)
+        if masses is not None:
+            # rounding leaves |msoftdrop| ~ 1e-5 GeV below zero; the sentinel is -1
+            n_sentinel = sum(int(np.sum(m < -0.01)) for m in masses)
+            if n_sentinel:  # NanoAOD's -1: soft drop found no subjets (see adhunt.inputs)
+                warnings.append(
+                    f"{where}: {n_sentinel} selected jet(s) with negative FatJet_msoftdrop "
+                    "(NanoAOD's -1: no soft-drop subjets); their mj is that value"
+                )
     else:
         sel, jet_a, jet_b, taus_a, taus_b, extra, images = _recluster(columns, cutflow, config)
         masses = None
