@@ -22,7 +22,12 @@ from typing import Annotated, Any
 
 import typer
 
-from adhunt.jobs.options import DatasetsOption, OutputDirOption, split_list
+from adhunt.jobs.options import (
+    AllowDuplicatesOption,
+    DatasetsOption,
+    OutputDirOption,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ def run_compare(
     datasets: list[str] | None = None,
     all_mjj: bool = False,
     progress: Any | None = None,
+    allow_duplicates: bool = False,
 ) -> dict[str, Any]:
     """Compare saved models on a labelled table; returns the ``comparison.json`` content."""
     import pandas as pd
@@ -53,8 +59,9 @@ def run_compare(
     if output.exists() and not output.is_dir():
         raise ValueError(f"output {output} exists and is not a directory")
     results, summary = evaluate_models(
-        model_dirs, features, mode, min_background, datasets, all_mjj, progress
-    )
+        model_dirs, features, mode, min_background, datasets, all_mjj, progress,
+        allow_duplicates=allow_duplicates,
+    )  # fmt: skip
     rows = []
     for name, res in results.items():
         rows.append(
@@ -127,6 +134,7 @@ def compare(
     all_mjj: Annotated[
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
+    allow_duplicates: AllowDuplicatesOption = False,
 ) -> None:
     """Max SIC, AUC and signal efficiency at 1%/0.1% background of several models: table + plot."""
     from adhunt.jobs.reporting import console, progress_bar
@@ -137,7 +145,7 @@ def compare(
         try:
             report = run_compare(
                 models, features, output, mode=mode, min_background=min_background,
-                datasets=split_list(datasets), all_mjj=all_mjj,
+                datasets=split_list(datasets), all_mjj=all_mjj, allow_duplicates=allow_duplicates,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         except (ArtifactError, ValueError, KeyError, ImportError, FileNotFoundError) as exc:

@@ -228,7 +228,10 @@ def train(
     of saved models instead (see ``adhunt.models.combine``; ``--features`` optional).
     """
     if method == "combine":
-        _combine(models, features, output, datasets, decorrelate, decorrelate_region, overwrite)
+        _combine(
+            models, features, output, datasets, decorrelate, decorrelate_region, overwrite,
+            allow_duplicates,
+        )  # fmt: skip
         return
     if models is not None:
         logger.error("--models is only for 'adhunt train combine'")
@@ -263,6 +266,7 @@ def _combine(
     decorrelate: str,
     decorrelate_region: str,
     overwrite: bool,
+    allow_duplicates: bool = False,
 ) -> None:
     """``adhunt train combine``: wire the options to :func:`adhunt.models.combine.run_combine`."""
     from adhunt.models.artifact import ArtifactError
@@ -273,6 +277,7 @@ def _combine(
             [Path(m) for m in split_list(models) or []], output, reference_dir=features,
             datasets=split_list(datasets), decorrelate=decorrelate,
             decorrelate_region=decorrelate_region, overwrite=overwrite,
+            allow_duplicates=allow_duplicates,
         )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, ImportError, FileNotFoundError) as exc:
         logger.error("%s", exc)

@@ -276,6 +276,7 @@ def run_combine(
     decorrelate_region: str = "sidebands",
     overwrite: bool = False,
     config: CombineConfig | None = None,
+    allow_duplicates: bool = False,
 ) -> CombinedModel:
     """Build and save the combination of the saved models ``model_dirs`` (see the module doc).
 
@@ -308,7 +309,9 @@ def run_combine(
     check_members(members, names)
     columns = sorted({c for m in members for c in m.input_columns} - {RESONANT_VARIABLE})
     if reference_dir is not None:
-        table = read_table(reference_dir, datasets, columns, what="--features")
+        table = read_table(
+            reference_dir, datasets, columns, what="--features", allow_duplicates=allow_duplicates
+        )
         record = make_provenance("train", reference_dir, datasets or sorted(set(table["dataset"])))
         info = {"source": str(reference_dir)}
     else:
@@ -318,7 +321,9 @@ def run_combine(
                 "combine: no member records the table it was trained on; give a rank reference "
                 "table with --features"
             )
-        table = rebuild_training_table(record, columns, datasets, what="combine rank reference")
+        table = rebuild_training_table(
+            record, columns, datasets, "combine rank reference", allow_duplicates
+        )
         info = {"source": record.features_dir, "origin": "member training provenance"}
     model = CombinedModel.build(members, table, names, config, info)
     if decorrelate == "qr":

@@ -239,3 +239,17 @@ def test_a_chunk_without_a_column_names_the_column_and_the_file(tables, column, 
     assert r.exit_code == 2, r.output
     assert f"lacks column(s) ['{column}']" in r.text and chunk.name in r.text
     assert "NaN" not in r.text
+
+
+def test_compare_and_combine_refuse_duplicate_rows_unless_allowed(tables, model, tmp_path):
+    labelled = tmp_path / "labelled"
+    shutil.copytree(tables["dup"], labelled)
+    args = ["compare", model, "--features", labelled, "-o", tmp_path / "c"]
+    _refused(invoke(args), "--test")
+    r = invoke([*args, "--allow-duplicates"])  # read as it is; the table has no signal
+    assert "used as they are (--allow-duplicates)" in r.text, r.output
+    assert "need both classes" in r.text, r.output
+    combine = ["train", "combine", "--models", f"{model},{model}", "--features", tables["dup"],
+               "-o", tmp_path / "k"]  # fmt: skip
+    r = invoke(combine)  # the same model twice is refused before any table is read
+    assert r.exit_code == 2 and "lists a model twice" in r.text, r.output
