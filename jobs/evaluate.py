@@ -38,7 +38,13 @@ def run_evaluate(
 
     from adhunt.models.base import SCORE_MODES, ResonantModel
     from adhunt.performance import curve_for_json, plot_sic, roc_sic
-    from adhunt.provenance import read_provenance, score_auto
+    from adhunt.provenance import (
+        check_feature_definition,
+        model_feature_definition,
+        read_provenance,
+        score_auto,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     if not model_dirs:
@@ -46,6 +52,12 @@ def run_evaluate(
     if mode not in SCORE_MODES:
         raise ValueError(f"--mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
     models = [ResonantModel.load(d) for d in model_dirs]
+    test_definition = table_feature_definition(test_dir)
+    for model_dir, model in zip(model_dirs, models, strict=True):
+        check_feature_definition(
+            model_feature_definition(model), test_definition,
+            model=str(model_dir), table=f"--test {test_dir}",
+        )  # fmt: skip
     columns = sorted({c for m in models for c in m.input_columns})
     table = read_table(test_dir, datasets, columns, what="--test")
     output = Path(output)

@@ -163,6 +163,25 @@ def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantMo
     return loaded
 
 
+def check_processor_definition(
+    loaded: Mapping[str, tuple[ResonantModel, Path, str]], feature_config: FeatureConfig
+) -> None:
+    """Refuse to run the feature processor with other settings than each model's training table."""
+    from adhunt.config import config_to_dict
+    from adhunt.provenance import (
+        check_feature_definition,
+        feature_definition,
+        model_feature_definition,
+    )
+
+    definition = feature_definition(config_to_dict(feature_config))
+    for name, (model, path, _digest) in loaded.items():
+        check_feature_definition(
+            model_feature_definition(model), definition, model=f"{name!r} ({path})",
+            table="the feature processor configuration of infer (--config)", noun="processor",
+        )  # fmt: skip
+
+
 def _reference_table(
     model: ResonantModel,
     name: str,
@@ -172,12 +191,23 @@ def _reference_table(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
     from adhunt.processors.inference import InferenceError
-    from adhunt.provenance import ProvenanceError, read_provenance, rebuild_training_table
+    from adhunt.provenance import (
+        ProvenanceError,
+        check_feature_definition,
+        model_feature_definition,
+        read_provenance,
+        rebuild_training_table,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     info: dict[str, Any] = {"selection": selection}
     columns = [*model.input_columns, "mjj"]
     if reference is not None:
+        check_feature_definition(
+            model_feature_definition(model), table_feature_definition(reference),
+            model=repr(name), table=f"--reference {reference}",
+        )  # fmt: skip
         table = read_table(Path(reference), datasets, columns, what="--reference")
         info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
     else:
@@ -310,6 +340,7 @@ def run_infer(
 
     # --- driver-side checks ----------------------------------------------------------------------
     loaded = _load_models(models)
+    check_processor_definition(loaded, feature_config)
     datasets_in = load_datasets(fileset, feature_config.tree)
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)

@@ -110,9 +110,14 @@ def load_inputs(
 
     from adhunt.dijet import required_columns
     from adhunt.injection import inject_signal
+    from adhunt.provenance import check_tables_agree
     from adhunt.tables import read_table
 
     columns = required_columns(cfg.features) + (["truth_label"] if uses_truth else [])
+    check_tables_agree(
+        {f"--features {features}": features, f"--signal {cfg.signal_dir}": cfg.signal_dir,
+         f"--reference {cfg.reference_dir}": cfg.reference_dir}
+    )  # fmt: skip
     info: dict[str, Any] = {}
     datasets = list(cfg.datasets) if cfg.datasets else None
     if isinstance(features, pd.DataFrame):

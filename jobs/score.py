@@ -47,7 +47,12 @@ def run_score(
 
     from adhunt.injection import inject_columns, inject_signal
     from adhunt.models.base import ResonantModel
-    from adhunt.provenance import score_auto
+    from adhunt.provenance import (
+        check_feature_definition,
+        model_feature_definition,
+        score_auto,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     if mode not in MODES:
@@ -55,6 +60,12 @@ def run_score(
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
     model = ResonantModel.load(model_dir)
+    for path, what in ((features_dir, "--features"), (signal_dir, "--signal")):
+        if path is not None:
+            check_feature_definition(
+                model_feature_definition(model), table_feature_definition(path),
+                model=str(model_dir), table=f"{what} {path}",
+            )  # fmt: skip
     columns = [*model.input_columns, "mjj"]
     table = read_table(features_dir, datasets, columns, what="--features")
     if inject is not None:

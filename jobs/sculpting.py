@@ -89,7 +89,12 @@ def run_sculpting(
     from adhunt.jobs.scan import has_truth, prepare_output
     from adhunt.models.base import ResonantModel
     from adhunt.plotting import plot_fit
-    from adhunt.provenance import score_auto
+    from adhunt.provenance import (
+        check_feature_definition,
+        model_feature_definition,
+        score_auto,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     t0 = time.perf_counter()
@@ -105,6 +110,11 @@ def run_sculpting(
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model directory not found: {model_dir}")
         model = ResonantModel.load(model_dir)
+    if not isinstance(features, pd.DataFrame):
+        check_feature_definition(
+            model_feature_definition(model), table_feature_definition(features),
+            model=str(model_dir or model.method), table=f"--features {features}",
+        )  # fmt: skip
     output = prepare_output(Path(output), overwrite)
     if isinstance(features, pd.DataFrame):
         data = features

@@ -79,7 +79,7 @@ def run_train(
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
-    from adhunt.provenance import make_provenance, provenance_extra
+    from adhunt.provenance import check_tables_agree, make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
 
     cls = get_method(method)
@@ -98,6 +98,10 @@ def run_train(
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
 
+    check_tables_agree(
+        {f"--features {features_dir}": features_dir, f"--signal {signal_dir}": signal_dir,
+         f"--reference {reference_dir}": reference_dir}
+    )  # fmt: skip
     columns = [*features, "mjj"]
     data = read_table(features_dir, datasets, "--features", columns)
     used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
