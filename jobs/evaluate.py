@@ -18,7 +18,13 @@ from typing import Annotated, Any
 
 import typer
 
-from adhunt.jobs.options import DatasetsOption, OutputDirOption, split_list
+from adhunt.jobs.options import (
+    DatasetsOption,
+    OutputDirOption,
+    OverwriteOption,
+    checked_output,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +38,13 @@ def run_evaluate(
     datasets: list[str] | None = None,
     all_mjj: bool = False,
     progress: Any | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate saved models; returns the summary written to ``output/summary.json``."""
     import numpy as np
 
     from adhunt.models.base import SCORE_MODES, ResonantModel
+    from adhunt.outputs import check_output_dir
     from adhunt.performance import curve_for_json, plot_sic, roc_sic
     from adhunt.provenance import (
         check_feature_definition,
@@ -47,6 +55,7 @@ def run_evaluate(
     )
     from adhunt.tables import read_table
 
+    output = check_output_dir(output, command="evaluate", overwrite=overwrite)
     if not model_dirs:
         raise ValueError("give at least one model directory")
     if mode not in SCORE_MODES:
@@ -60,7 +69,6 @@ def run_evaluate(
         )  # fmt: skip
     columns = sorted({c for m in models for c in m.input_columns})
     table = read_table(test_dir, datasets, columns, what="--test")
-    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     results, summary = {}, {"test_dir": str(test_dir), "mode": mode, "models": {}}
     for i, (model_dir, model) in enumerate(zip(model_dirs, models, strict=True)):
@@ -119,17 +127,20 @@ def evaluate(
     all_mjj: Annotated[
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
     from adhunt.jobs.reporting import progress_bar
     from adhunt.models.artifact import ArtifactError
+
+    checked_output(output, command="evaluate", overwrite=overwrite)
 
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(models))
         try:
             run_evaluate(
                 models, test, output, mode=mode, min_background=min_background,
-                datasets=split_list(datasets), all_mjj=all_mjj,
+                datasets=split_list(datasets), all_mjj=all_mjj, overwrite=overwrite,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         except (ArtifactError, ValueError, KeyError, ImportError) as exc:

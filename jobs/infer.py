@@ -52,9 +52,11 @@ from adhunt.jobs.options import (
     ChunksizeOption,
     ExecutorOption,
     OutputDirOption,
+    OverwriteOption,
     SchedulerOption,
     SkipBadFilesOption,
     WorkersOption,
+    checked_output,
     split_list,
 )
 
@@ -287,6 +289,7 @@ def run_infer(
     reference_datasets: list[str] | None = None,
     gpu_resource: Mapping[str, float] | None = None,
     num_threads: int | None = None,
+    overwrite: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
 
@@ -307,6 +310,7 @@ def run_infer(
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.jobs.features import check_inputs, dataset_weights, load_datasets, summarize_run
+    from adhunt.outputs import check_output_dir
     from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
@@ -316,6 +320,7 @@ def run_infer(
     )
 
     # --- options -------------------------------------------------------------------------------
+    output = check_output_dir(output, command="infer", overwrite=overwrite)
     if mode not in SCORE_MODES:
         raise InferenceError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
     if reference_selection not in REFERENCE_SELECTIONS:
@@ -336,7 +341,6 @@ def run_infer(
         )
     if num_threads is None and exec_config.executor != "iterative":
         num_threads = 1
-    output = Path(output)
 
     # --- driver-side checks ----------------------------------------------------------------------
     loaded = _load_models(models)
@@ -616,8 +620,11 @@ def _specific(err: BaseException) -> BaseException:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_root(h: Any, path: str | Path) -> Path:
@@ -628,12 +635,15 @@ def write_root(h: Any, path: str | Path) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with uproot.recreate(tmp) as f:
-        for dataset in [str(c) for c in h.axes["dataset"]]:
-            for model in [str(c) for c in h.axes["model"]]:
-                for label, spectrum in cut_spectra(h, model, dataset).items():
-                    f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
-    os.replace(tmp, path)
+    try:
+        with uproot.recreate(tmp) as f:
+            for dataset in [str(c) for c in h.axes["dataset"]]:
+                for model in [str(c) for c in h.axes["model"]]:
+                    for label, spectrum in cut_spectra(h, model, dataset).items():
+                        f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -705,8 +715,10 @@ def infer(
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
+    checked_output(output, command="infer", overwrite=overwrite)
     from adhunt.config import load_config
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.features import cutflow_table
@@ -727,7 +739,7 @@ def infer(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
-                gpu_resource=_parse_resource(gpu_resource),
+                gpu_resource=_parse_resource(gpu_resource), overwrite=overwrite,
             )  # fmt: skip
     except (
         ArtifactError,

@@ -17,7 +17,13 @@ from typing import Annotated
 
 import typer
 
-from adhunt.jobs.options import DatasetsOption, FeaturesOption, OutputFileOption, split_list
+from adhunt.jobs.options import (
+    DatasetsOption,
+    FeaturesOption,
+    OutputFileOption,
+    checked_output,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ def run_score(
 
     from adhunt.injection import inject_columns, inject_signal
     from adhunt.models.base import ResonantModel
+    from adhunt.outputs import check_output_file
     from adhunt.provenance import (
         check_feature_definition,
         model_feature_definition,
@@ -55,6 +62,7 @@ def run_score(
     )
     from adhunt.tables import read_table
 
+    output = check_output_file(output)
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if (inject is None) != (signal_dir is None):
@@ -82,11 +90,13 @@ def run_score(
     out = pd.DataFrame({c: table[c].to_numpy() for c in SCORE_COLUMNS if c in table.columns})
     out["score"] = scores
     out["score_mode"] = pd.Series(modes, dtype=object)
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    out.to_parquet(tmp, index=False)
-    os.replace(tmp, output)
+    try:
+        out.to_parquet(tmp, index=False)
+        os.replace(tmp, output)
+    finally:  # an interrupted or failed write leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
     counts = out["score_mode"].value_counts().to_dict()
     logger.info(
         "scored %d events with %s (%s mode: %s) -> %s", len(out), model.method, mode,
@@ -122,11 +132,12 @@ def score(
     """Write the anomaly score of every event (run, event, score, score_mode, ...) to parquet."""
     from adhunt.models.artifact import ArtifactError
 
+    checked_output(output, file=True)
     try:
         run_score(
             model_dir, features, output, mode=mode, datasets=split_list(datasets), inject=inject,
             signal_dir=signal, signal_datasets=split_list(signal_datasets), seed=seed,
         )  # fmt: skip
-    except (ArtifactError, ValueError, KeyError, ImportError) as exc:
+    except (ArtifactError, ValueError, KeyError, ImportError, OSError) as exc:
         logger.error("%s", exc)
         raise typer.Exit(code=2) from exc

@@ -35,6 +35,7 @@ from adhunt.jobs.options import (
     StepOption,
     ToysOption,
     WidthOption,
+    checked_output,
     split_list,
 )
 from adhunt.schema import RESONANT_VARIABLE
@@ -115,7 +116,7 @@ def run_sculpting(
             model_feature_definition(model), table_feature_definition(features),
             model=str(model_dir or model.method), table=f"--features {features}",
         )  # fmt: skip
-    output = prepare_output(Path(output), overwrite)
+    output = prepare_output(Path(output), overwrite, command="sculpting")
     if isinstance(features, pd.DataFrame):
         data = features
         if datasets:
@@ -276,6 +277,7 @@ def sculpting(
     from adhunt.bumphunt import ScanConfig
     from adhunt.models.artifact import ArtifactError
 
+    checked_output(output, command="sculpting", overwrite=overwrite, code=2)
     try:
         cfg = ScanConfig(
             efficiencies=efficiencies, n_toys=toys, seed=seed, window_width=width,

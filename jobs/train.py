@@ -21,6 +21,7 @@ from adhunt.jobs.options import (
     FeaturesOption,
     OverwriteOption,
     SeedOption,
+    checked_output,
     split_list,
 )
 from adhunt.schema import DEFAULT_SIGNAL_REGION, STANDARD_FEATURES
@@ -79,13 +80,12 @@ def run_train(
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
+    from adhunt.outputs import check_output_dir
     from adhunt.provenance import check_tables_agree, make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
 
     cls = get_method(method)
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output {output} exists and is not empty (use --overwrite to replace it)")
+    output = check_output_dir(output, command="train", overwrite=overwrite)
     region = SignalRegion.parse(window)
     config = load_config(cls.config_class, config_path) if config_path else cls.config_class()
     if backend is not None:
@@ -178,6 +178,8 @@ def train(
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact."""
     from adhunt.jobs.reporting import progress_bar
+
+    checked_output(output, command="train", overwrite=overwrite)
 
     with progress_bar() as bar:
         task = bar.add_task(f"train {method}", total=folds)

@@ -67,6 +67,11 @@ class FeatureInputError(Exception):
     """An input file (or chunk of it) that cannot be turned into features; the message names it."""
 
 
+class FeatureOutputError(RuntimeError):
+    """A feature table that cannot be written: the output's fault, never a reason to skip the
+    input (not an OSError, so coffea's skip-bad-files never swallows it)."""
+
+
 class QuietPFNanoAODSchema(PFNanoAODSchema):
     """PFNanoAODSchema without the warnings about cross-references to collections we do not write.
 
@@ -217,9 +222,7 @@ class DijetFeatureProcessor(processor.ProcessorABC):
             frame, cutflow, warnings = compute_features(
                 events, self.config, dataset, where, self.weights.get(dataset)
             )
-            path = write_chunk(
-                frame, self.output_dir, chunk_filename(dataset, filename, start, stop)
-            )
+            relative = chunk_filename(dataset, filename, start, stop)
         except Exception as err:
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
@@ -231,6 +234,12 @@ class DijetFeatureProcessor(processor.ProcessorABC):
                 "warnings": [],
                 "errors": [(*chunk, reason)],
             }
+        try:
+            path = write_chunk(frame, self.output_dir, relative)
+        except Exception as err:  # OSError, or pyarrow's own errors on a full disk
+            raise FeatureOutputError(
+                f"cannot write the feature table {Path(self.output_dir) / relative}: {err}"
+            ) from None
         return {
             "cutflow": {dataset: cutflow},
             "files": [str(path)],
