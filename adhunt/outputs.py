@@ -7,7 +7,7 @@ processes anything. They refuse, with one line naming the path:
 * a file where a directory is needed, or a directory where a file is;
 * a path whose parent is a file, or whose nearest existing parent is not writable;
 * an existing directory that is not writable;
-* a non-empty directory, unless ``overwrite`` (``--overwrite``) or it holds an earlier output of
+* a directory holding files, unless ``overwrite`` (``--overwrite``) or it holds an earlier output of
   the same command and that command reruns into its own output by design (``features``,
   ``infer`` and ``generate`` resume or refresh their outputs, ``convert-lhco`` adds datasets next
   to the ones already converted, ``demo`` reuses its samples): see :func:`is_output_of`.
@@ -94,6 +94,15 @@ def is_output_of(command: str, path: str | Path) -> bool:
     return check is not None and Path(path).is_dir() and check(Path(path))
 
 
+def _holds_no_files(path: Path) -> bool:
+    """True for an empty directory, or one holding only empty directories (what a run that
+    failed before writing anything leaves behind)."""
+    for _root, _dirs, files in os.walk(path):
+        if files:
+            return False
+    return True
+
+
 def _writable_dir(path: Path) -> bool:
     return os.access(path, os.W_OK | os.X_OK)
 
@@ -124,7 +133,7 @@ def check_output_dir(
         return path
     if not _writable_dir(path):
         raise OutputError(f"output directory {path} is not writable")
-    if overwrite or not any(path.iterdir()):
+    if overwrite or _holds_no_files(path):
         return path
     if command is not None and is_output_of(command, path):
         return path

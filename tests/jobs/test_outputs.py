@@ -261,6 +261,8 @@ def test_core_checks(tmp_path):
     with pytest.raises(OutputError, match="not an earlier adhunt features output"):
         check_output_dir(tmp_path / "d", command="features")
     assert check_output_dir(tmp_path / "d", command="features", overwrite=True)
+    (tmp_path / "e" / "qcd").mkdir(parents=True)  # left by a run that failed before writing
+    assert check_output_dir(tmp_path / "e", command="train") == tmp_path / "e"
 
 
 def test_score_leaves_no_temporary_file_when_the_write_fails(inputs, tmp_path, monkeypatch):
