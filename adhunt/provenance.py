@@ -452,11 +452,11 @@ def check_feature_definition(
 
 def check_tables_agree(tables: Mapping[str, Any]) -> None:
     """Refuse tables read together (``--features``, ``--signal``, ``--reference``) whose features
-    were made with different settings; ``tables``: label -> path (None or a DataFrame: skipped,
+    were made with different settings; ``tables``: option -> path (None or a DataFrame: skipped,
     as are tables that record no definition)."""
     known = [
-        (label, definition)
-        for label, path in tables.items()
+        (f"{option} {path}", definition)
+        for option, path in tables.items()
         if isinstance(path, str | Path)
         and (definition := table_feature_definition(path)) is not None
     ]

@@ -113,9 +113,8 @@ def load_inputs(
 
     columns = required_columns(cfg.features) + (["truth_label"] if uses_truth else [])
     check_tables_agree(
-        {f"--features {features}": features, f"--signal {cfg.signal_dir}": cfg.signal_dir,
-         f"--reference {cfg.reference_dir}": cfg.reference_dir}
-    )  # fmt: skip
+        {"--features": features, "--signal": cfg.signal_dir, "--reference": cfg.reference_dir}
+    )
     info: dict[str, Any] = {}
     datasets = list(cfg.datasets) if cfg.datasets else None
     if isinstance(features, pd.DataFrame):

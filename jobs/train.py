@@ -99,9 +99,8 @@ def run_train(
         raise ValueError("--inject N and --signal DIR go together")
 
     check_tables_agree(
-        {f"--features {features_dir}": features_dir, f"--signal {signal_dir}": signal_dir,
-         f"--reference {reference_dir}": reference_dir}
-    )  # fmt: skip
+        {"--features": features_dir, "--signal": signal_dir, "--reference": reference_dir}
+    )
     columns = [*features, "mjj"]
     data = read_table(features_dir, datasets, "--features", columns)
     used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
