@@ -47,6 +47,7 @@ from adhunt.regions import event_hash
 
 __all__ = [
     "COMMANDS",
+    "EXTENDED_FEATURE_FIELDS",
     "IGNORED_FEATURE_FIELDS",
     "PROVENANCE_KEY",
     "PROVENANCE_VERSION",
@@ -311,9 +312,13 @@ def rebuild_training_table(
 # --------------------------------------------------------------------------------------------
 
 #: Feature-configuration fields that do not change an event's features: which data luminosity
-#: sections are kept, and the normalisation of the weights. Every other field (jet source,
-#: radius, beta, trigger, HLT bits, PUPPI, fat-jet cuts, schema) does.
-IGNORED_FEATURE_FIELDS = frozenset({"lumi_mask", "luminosity"})
+#: sections are kept, the normalisation of the weights, and the opt-in extra outputs (extended
+#: substructure columns, jet images), which add columns without changing the others (a model
+#: needing them is refused where they are missing, by its input columns). Every other field
+#: (jet source, radius, beta, trigger, HLT bits, PUPPI, fat-jet cuts, schema) does.
+IGNORED_FEATURE_FIELDS = frozenset({"lumi_mask", "luminosity", "extended", "images", "image_size"})
+#: Fields that only shape the extended columns: compared when both sides computed those.
+EXTENDED_FEATURE_FIELDS = frozenset({"softdrop_zcut", "softdrop_beta"})
 
 
 class FeatureDefinitionError(ValueError):
@@ -395,13 +400,17 @@ def definition_differences(
     """``(field, first value, second value)`` of every feature-changing field that differs.
 
     Fields (``trigger.pt_min`` for nested ones) in :data:`IGNORED_FEATURE_FIELDS` are skipped,
-    and so are fields recorded on one side only (written by an adhunt that did not have them).
+    :data:`EXTENDED_FEATURE_FIELDS` unless both sides computed the extended columns, and fields
+    recorded on one side only (written by an adhunt that did not have them).
     """
     a = _flatten(first.get("features") or {})
     b = _flatten(second.get("features") or {})
+    both_extended = bool(a.get("extended")) and bool(b.get("extended"))
     out = []
     for name, value in a.items():
         if name.split(".")[0] in IGNORED_FEATURE_FIELDS or name not in b:
+            continue
+        if name in EXTENDED_FEATURE_FIELDS and not both_extended:
             continue
         other = b[name]
         if json_safe(value) != json_safe(other):

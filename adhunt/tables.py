@@ -31,17 +31,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from adhunt.schema import FEATURE_COLUMNS, RESONANT_VARIABLE
+from adhunt.schema import FEATURE_COLUMNS, IMAGE_SUFFIX, RESONANT_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,12 @@ def make_feature_frame(
     *,
     luminosity_block: np.ndarray | None = None,
     weight: np.ndarray | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """A feature table with exactly :data:`FEATURE_COLUMNS`, in order, with fixed dtypes.
 
     ``luminosity_block`` defaults to 0 (unknown) and ``weight`` to 1 (unweighted events).
+    ``extra``: configured optional columns (extended set, image sums), appended in their order.
     """
     n = len(run)
     columns: dict[str, object] = {
@@ -110,10 +113,16 @@ def make_feature_frame(
             if name not in features:
                 raise KeyError(f"feature column {name!r} missing")
             columns[name] = np.asarray(features[name], dtype=np.float64)
+    names = list(FEATURE_COLUMNS)
+    for name, values in (extra or {}).items():
+        if name in columns:
+            raise ValueError(f"extra column {name!r} clashes with a feature-table column")
+        columns[name] = np.asarray(values)
+        names.append(name)
     for name, values in columns.items():
         if len(values) != n:
             raise ValueError(f"column {name!r} has {len(values)} rows, expected {n}")
-    return pd.DataFrame({name: columns[name] for name in FEATURE_COLUMNS})
+    return pd.DataFrame({name: columns[name] for name in names})
 
 
 def write_chunk(frame: pd.DataFrame, output_dir: str | Path, relative_path: str) -> Path:
@@ -126,6 +135,28 @@ def write_chunk(frame: pd.DataFrame, output_dir: str | Path, relative_path: str)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def image_path(chunk: str | Path) -> Path:
+    """The image file of a chunk table: ``<chunk stem>.images.npy`` next to it."""
+    chunk = Path(chunk)
+    return chunk.with_name(chunk.name.removesuffix(".parquet") + IMAGE_SUFFIX)
+
+
+def write_chunk_images(images: np.ndarray, output_dir: str | Path, relative_path: str) -> Path:
+    """Write the jet images of chunk ``relative_path`` (its parquet path) atomically.
+
+    Called BEFORE :func:`write_chunk`: the parquet table is what marks a chunk as done, so a
+    killed job leaves at most an image file without its table, which readers never look at (they
+    go from tables to images) and the next run's :func:`clear_datasets` removes.
+    """
+    path = image_path(Path(output_dir) / relative_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(images, dtype=np.float32))
+    os.replace(tmp, path)
     return path
 
 
@@ -178,6 +209,7 @@ def read_features(output_dir: str | Path, datasets: Iterable[str] | None = None)
     if not files:
         raise FeatureTableError(f"no feature tables in {output_dir}")
     frames = [pd.read_parquet(path) for path in files]
+    extra = _extra_columns(output_dir, files, frames)
     frame = pd.concat(frames, ignore_index=True)
     missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
     defaults = {c: _OLD_TABLE_DEFAULTS[c] for c in missing if c in _OLD_TABLE_DEFAULTS}
@@ -190,8 +222,121 @@ def read_features(output_dir: str | Path, datasets: Iterable[str] | None = None)
         missing = [c for c in missing if c not in defaults]
     if missing:
         raise FeatureTableError(f"feature tables in {output_dir} lack column(s) {missing}")
-    frame = frame[list(FEATURE_COLUMNS)]
+    frame = frame[[*FEATURE_COLUMNS, *extra]]
     return frame.astype(_INT_COLUMNS)
+
+
+def features_echo(output_dir: str | Path) -> dict:
+    """The ``features_config.json`` of a feature directory ({} when it has none)."""
+    path = Path(output_dir) / FEATURES_CONFIG_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FeatureTableError(f"{path} is not valid JSON: {err}") from err
+
+
+def _extra_columns(output_dir: str | Path, files: list[Path], frames: list[pd.DataFrame]):
+    """The optional columns of a chunk directory, in order: declared in its
+    ``features_config.json`` ("extra_columns"), and the same in every chunk (a mix of runs with
+    and without ``--extended``/``--images`` is refused instead of read with holes)."""
+    declared = list(features_echo(output_dir).get("extra_columns", []))
+    known = set(FEATURE_COLUMNS) | set(_OLD_TABLE_DEFAULTS)
+    for path, frame in zip(files, frames, strict=True):
+        present = [c for c in frame.columns if c not in known]
+        undeclared = [c for c in present if c not in declared]
+        if undeclared:
+            raise FeatureTableError(
+                f"{path} has column(s) {undeclared[:5]} that {output_dir}/{FEATURES_CONFIG_NAME} "
+                "does not declare (a table of another features run?)"
+            )
+        absent = [c for c in declared if c not in frame.columns]
+        if absent:
+            raise FeatureTableError(
+                f"{path} lacks the configured column(s) {absent[:5]} "
+                "(a table of a run without the same --extended/--images options?)"
+            )
+    return declared
+
+
+def read_images(output_dir: str | Path, datasets: Iterable[str] | None = None) -> np.ndarray:
+    """Jet images of a chunk directory: float32 [N, 2, S, S], row for row aligned with
+    :func:`read_table` of the same directory and datasets (channel 0 = j1, the lighter jet).
+
+    Written by ``adhunt features --images`` as one ``.images.npy`` per chunk table. Refuses a
+    directory whose run had no images, a chunk whose image file is missing, and images of
+    another size or row count than the table (each error names the file). Memory: 8 KB per
+    event at S = 32; for larger samples iterate :func:`chunk_image_files` instead.
+    """
+    pairs, size = chunk_image_files(output_dir, datasets)
+    arrays = [np.asarray(_load_images(table, images, size)) for table, images in pairs]
+    if not arrays:
+        return np.zeros((0, 2, size, size), np.float32)
+    return np.concatenate(arrays, axis=0)
+
+
+def iter_chunk_images(
+    output_dir: str | Path, datasets: Iterable[str] | None = None
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """(chunk table, its images) chunk by chunk, in :func:`read_images` order, each checked as
+    there; the images are read-only memory maps, so a training loop holds one chunk at a time.
+    All chunks are checked to have an image file before the first is yielded."""
+    pairs, size = chunk_image_files(output_dir, datasets)
+    for table, images in pairs:
+        yield table, _load_images(table, images, size)
+
+
+def chunk_image_files(
+    output_dir: str | Path, datasets: Iterable[str] | None = None
+) -> tuple[list[tuple[Path, Path]], int]:
+    """(table, image file) of each chunk in :func:`read_features` order, and the image size.
+
+    Accepts a chunk directory or one dataset's directory inside it (as :func:`read_table`).
+    """
+    root = Path(output_dir)
+    wanted = None if datasets is None else list(datasets)
+    if not is_chunk_directory(root) and is_chunk_dataset_directory(root):
+        if wanted is not None and wanted != [root.name]:
+            raise FeatureTableError(f"{root} holds only dataset {root.name!r}, asked for {wanted}")
+        root, wanted = root.parent, [root.name]
+    spec = features_echo(root).get("images")
+    if not spec:
+        raise FeatureTableError(
+            f"{root} has no jet images (no {FEATURES_CONFIG_NAME} declaring them: run "
+            "`adhunt features --images`)"
+        )
+    size = int(spec["size"])
+    files = chunk_files(root, wanted)
+    if not files:
+        raise FeatureTableError(f"no feature tables in {root}")
+    pairs = []
+    for table in files:
+        images = image_path(table)
+        if not images.is_file():
+            raise FeatureTableError(
+                f"chunk {table} has no image file {images.name} (directory written with images "
+                "for only some chunks?)"
+            )
+        pairs.append((table, images))
+    return pairs, size
+
+
+def _load_images(table: Path, images: Path, size: int) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    try:
+        array = np.load(images, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise FeatureTableError(f"{images} is not a readable .npy image file ({err})") from err
+    rows = pq.ParquetFile(table).metadata.num_rows
+    expected = (rows, 2, size, size)
+    if array.shape != expected or array.dtype != np.float32:
+        raise FeatureTableError(
+            f"{images} holds {array.dtype} images of shape {array.shape}; its table {table.name} "
+            f"and the run's image size need float32 {expected}"
+        )
+    return array
 
 
 def clear_datasets(output_dir: str | Path, datasets: Iterable[str]) -> int:
@@ -203,6 +348,8 @@ def clear_datasets(output_dir: str | Path, datasets: Iterable[str]) -> int:
             for path in directory.glob("*.parquet"):
                 path.unlink()
                 removed += 1
+            for path in directory.glob(f"*{IMAGE_SUFFIX}"):  # images die with their tables
+                path.unlink()
     return removed
 
 

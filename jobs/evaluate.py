@@ -41,11 +41,37 @@ def run_evaluate(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate saved models; returns the summary written to ``output/summary.json``."""
+    from adhunt.outputs import check_output_dir
+    from adhunt.performance import plot_sic
+
+    output = check_output_dir(output, command="evaluate", overwrite=overwrite)
+    results, summary = evaluate_models(
+        model_dirs, test_dir, mode, min_background, datasets, all_mjj, progress
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    plot_sic(results, output / "sic.png", title=f"test: {Path(test_dir).name}")
+    (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    return summary
+
+
+def evaluate_models(
+    model_dirs: list[Path],
+    test_dir: Path,
+    mode: str = "auto",
+    min_background: int = 20,
+    datasets: list[str] | None = None,
+    all_mjj: bool = False,
+    progress: Any | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """ROC/SIC of saved models on a labelled table: ``(full roc_sic results, JSON summary)``.
+
+    The one scoring path of ``evaluate`` and ``compare``; models are named by method (and by
+    directory when a method appears twice).
+    """
     import numpy as np
 
     from adhunt.models.base import SCORE_MODES, ResonantModel
-    from adhunt.outputs import check_output_dir
-    from adhunt.performance import curve_for_json, plot_sic, roc_sic
+    from adhunt.performance import curve_for_json, roc_sic
     from adhunt.provenance import (
         check_feature_definition,
         model_feature_definition,
@@ -55,7 +81,6 @@ def run_evaluate(
     )
     from adhunt.tables import read_table
 
-    output = check_output_dir(output, command="evaluate", overwrite=overwrite)
     if not model_dirs:
         raise ValueError("give at least one model directory")
     if mode not in SCORE_MODES:
@@ -69,7 +94,6 @@ def run_evaluate(
         )  # fmt: skip
     columns = sorted({c for m in models for c in m.input_columns})
     table = read_table(test_dir, datasets, columns, what="--test")
-    output.mkdir(parents=True, exist_ok=True)
     results, summary = {}, {"test_dir": str(test_dir), "mode": mode, "models": {}}
     for i, (model_dir, model) in enumerate(zip(model_dirs, models, strict=True)):
         name = model.method
@@ -102,9 +126,7 @@ def run_evaluate(
         )  # fmt: skip
         if progress is not None:
             progress(i + 1, len(model_dirs))
-    plot_sic(results, output / "sic.png", title=f"test: {Path(test_dir).name}")
-    (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    return summary
+    return results, summary
 
 
 def evaluate(

@@ -266,6 +266,9 @@ def run_features(
         "executor": config_to_dict(exec_config),
         "fileset": files,
         "weights": {d: config_to_dict(w) for d, w in weights.items()},
+        # read back by adhunt.tables (read_features / read_images): the optional outputs
+        "extra_columns": list(config.extra_columns()),
+        "images": config.image_spec(),
     }
     (output_dir / "features_config.json").write_text(json.dumps(echo, indent=2) + "\n")
     return FeatureRunResult(
@@ -439,6 +442,22 @@ def features(
         float | None,
         typer.Option(help="pb^-1: normalise MC weights to xsec (fileset metadata) x this."),
     ] = None,
+    images: Annotated[
+        bool,
+        typer.Option(
+            "--images", help="Also write jet images of both jets (one .images.npy per chunk)."
+        ),
+    ] = False,
+    image_size: Annotated[
+        int | None, typer.Option(help="Jet images: pixels per side (default 32).")
+    ] = None,
+    extended: Annotated[
+        bool,
+        typer.Option(
+            "--extended",
+            help="Also write tau_N (N<=5, beta 0.5/1/2), soft-drop mass, D2, n constituents.",
+        ),
+    ] = False,
     skip_bad_files: SkipBadFilesOption = False,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
@@ -472,6 +491,12 @@ def features(
             overrides["apply_trigger"] = False
         if no_puppi:
             overrides["puppi"] = False
+        if images:
+            overrides["images"] = True
+        if image_size is not None:
+            overrides["image_size"] = image_size
+        if extended:
+            overrides["extended"] = True
         if trigger_pt is not None:
             overrides["trigger"] = dataclasses.replace(feature_config.trigger, pt_min=trigger_pt)
         if radius is not None:

@@ -131,8 +131,13 @@ def _check_model_name(name: str) -> None:
         )
 
 
-def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantModel, Path, str]]:
-    """Load and verify every artifact on the driver; ``{name: (model, path, digest)}``."""
+def _load_models(
+    models: Mapping[str, str | Path], extra_columns: tuple[str, ...] = ()
+) -> dict[str, tuple[ResonantModel, Path, str]]:
+    """Load and verify every artifact on the driver; ``{name: (model, path, digest)}``.
+
+    ``extra_columns``: the optional columns the feature configuration also computes
+    (``FeatureConfig.extra_columns()``, e.g. the extended substructure set)."""
     from adhunt.models.artifact import ArtifactError
     from adhunt.models.base import ResonantModel
     from adhunt.processors.inference import InferenceError, artifact_digest
@@ -142,7 +147,7 @@ def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantMo
         raise InferenceError("at least one model is needed")
     from adhunt.dijet import required_columns
 
-    produced = [c for c in FEATURE_COLUMNS if c != "dataset"]
+    produced = [c for c in FEATURE_COLUMNS if c != "dataset"] + list(extra_columns)
     loaded = {}
     for name, raw in models.items():
         _check_model_name(str(name))
@@ -343,7 +348,7 @@ def run_infer(
         num_threads = 1
 
     # --- driver-side checks ----------------------------------------------------------------------
-    loaded = _load_models(models)
+    loaded = _load_models(models, feature_config.extra_columns())
     check_processor_definition(loaded, feature_config)
     datasets_in = load_datasets(fileset, feature_config.tree)
     files = {d: entry["files"] for d, entry in datasets_in.items()}

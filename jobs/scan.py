@@ -351,6 +351,12 @@ def scan(
     executor: ExecutorOption = "iterative",
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
+    decorrelate: Annotated[
+        str | None,
+        typer.Option(
+            "--decorrelate", help="none (default) | qr: cut on the mjj-decorrelated score."
+        ),
+    ] = None,
     save_models: Annotated[
         bool, typer.Option("--save-models", help="Keep each window's model in models/LOW_HIGH/.")
     ] = False,
@@ -372,6 +378,7 @@ def scan(
         "signal_dir": None if signal is None else str(signal), "signal_datasets": signal_datasets,
         "reference_dir": None if reference is None else str(reference),
         "save_models": True if save_models else None, "plots": False if no_plots else None,
+        "decorrelate": decorrelate,
     }  # fmt: skip
     try:
         if scheduler is not None and executor == "iterative":

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from adhunt.jobs.options import (
+    FEATURE_TABLE_HELP,
     ConfigOption,
     DatasetsOption,
-    FeaturesOption,
     OverwriteOption,
     SeedOption,
     checked_output,
@@ -75,8 +75,22 @@ def run_train(
     config_path: Path | None = None,
     overwrite: bool = False,
     progress: Any | None = None,
+    decorrelate: str = "none",
+    decorrelate_region: str = "sidebands",
 ):
-    """Train ``method`` and save it to ``output``; returns the fitted model."""
+    """Train ``method`` and save it to ``output``; returns the fitted model.
+
+    ``decorrelate="qr"``: after training, fit the quantile-regression mjj decorrelation on the
+    k-fold scores of the training table (``decorrelate_region``: events outside the SR, or all)
+    and store it in the artifact (:mod:`adhunt.models.decorrelation`).
+    """
+    from adhunt.models.decorrelation import DECORRELATIONS, QRConfig
+
+    if decorrelate not in DECORRELATIONS:
+        raise ValueError(
+            f"--decorrelate must be one of {', '.join(DECORRELATIONS)}, got {decorrelate!r}"
+        )
+    qr_config = QRConfig(fit_region=decorrelate_region, seed=seed) if decorrelate == "qr" else None
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
@@ -129,6 +143,10 @@ def run_train(
         method, len(data), region, folds, ",".join(features),
     )  # fmt: skip
     model.fit(data, reference, progress=progress)
+    if qr_config is not None:
+        from adhunt.models.decorrelation import fit_decorrelation
+
+        fit_decorrelation(model, data, qr_config)
     record = make_provenance(
         "train", features_dir, used_datasets, injection=injection,
         reference=reference_dir, reference_datasets=reference_datasets,
@@ -147,8 +165,11 @@ def train(
             help="cwola, cathode, anode, ranode, iad (needs --reference) or supervised."
         ),
     ],
-    features: FeaturesOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help=f"{FEATURE_TABLE_HELP} (combine: rank reference)."),
+    ] = None,
     window: Annotated[
         str, typer.Option("--window", help="Signal region LOW:HIGH[:SIDEBAND] in GeV.")
     ] = DEFAULT_WINDOW,
@@ -174,8 +195,33 @@ def train(
     signal_datasets: Annotated[str | None, typer.Option("--signal-datasets")] = None,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
+    decorrelate: Annotated[
+        str, typer.Option("--decorrelate", help="mjj decorrelation of the score: none | qr.")
+    ] = "none",
+    decorrelate_region: Annotated[
+        str,
+        typer.Option(
+            "--decorrelate-region", help="Events the QR is fitted on: sidebands (outside SR) | all."
+        ),
+    ] = "sidebands",
+    models: Annotated[
+        str | None, typer.Option("--models", help="combine: member model directories A,B,...")
+    ] = None,
 ) -> None:
-    """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact."""
+    """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact.
+
+    ``adhunt train combine --models A,B,... --output DIR`` builds the rank-averaged combination
+    of saved models instead (see ``adhunt.models.combine``; ``--features`` optional).
+    """
+    if method == "combine":
+        _combine(models, features, output, datasets, decorrelate, decorrelate_region, overwrite)
+        return
+    if models is not None:
+        logger.error("--models is only for 'adhunt train combine'")
+        raise typer.Exit(code=2)
+    if features is None:
+        logger.error("--features is required")
+        raise typer.Exit(code=2)
     from adhunt.jobs.reporting import progress_bar
 
     checked_output(output, command="train", overwrite=overwrite)
@@ -190,7 +236,32 @@ def train(
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
                 config_path=config, overwrite=overwrite,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                decorrelate=decorrelate, decorrelate_region=decorrelate_region,
             )  # fmt: skip
         except (ValueError, KeyError, ImportError, FileNotFoundError) as exc:
             logger.error("%s", exc)
             raise typer.Exit(code=2) from exc
+
+
+def _combine(
+    models: str | None,
+    features: Path | None,
+    output: Path,
+    datasets: str | None,
+    decorrelate: str,
+    decorrelate_region: str,
+    overwrite: bool,
+) -> None:
+    """``adhunt train combine``: wire the options to :func:`adhunt.models.combine.run_combine`."""
+    from adhunt.models.artifact import ArtifactError
+    from adhunt.models.combine import run_combine
+
+    try:
+        run_combine(
+            [Path(m) for m in split_list(models) or []], output, reference_dir=features,
+            datasets=split_list(datasets), decorrelate=decorrelate,
+            decorrelate_region=decorrelate_region, overwrite=overwrite,
+        )  # fmt: skip
+    except (ArtifactError, ValueError, KeyError, ImportError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        raise typer.Exit(code=2) from exc

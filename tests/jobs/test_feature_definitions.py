@@ -85,6 +85,13 @@ def test_differences_name_only_feature_changing_fields():
     other = {**base, "trigger": {"pt_min": 500.0}, "luminosity": 1000.0, "lumi_mask": "g.json"}
     diffs = definition_differences(feature_definition(base), feature_definition(other))
     assert diffs == [("trigger.pt_min", 1200.0, 500.0)]
+    # opt-in extra columns do not change the others; soft drop only matters when both have them
+    extra = {**base, "extended": True, "images": True, "softdrop_zcut": 0.2}
+    assert definition_differences(feature_definition(base), feature_definition(extra)) == []
+    both = definition_differences(
+        feature_definition({**extra, "softdrop_zcut": 0.1}), feature_definition(extra)
+    )
+    assert both == [("softdrop_zcut", 0.1, 0.2)]
     # a field recorded on one side only (an older adhunt) is not a difference
     assert (
         definition_differences(feature_definition(base), feature_definition({"radius": 1.0})) == []

@@ -95,6 +95,7 @@ def commands(inputs, out):
         ),
         ("score", ["score", i["model"], "--features", i["table"], "-o", out], 1),
         ("evaluate", ["evaluate", i["model"], "--test", i["table"], "-o", out], 1),
+        ("compare", ["compare", i["model"], "--features", i["table"], "-o", out], 1),
         (
             "infer",
             ["infer", i["fileset"], "-m", f"m={i['model']}", "-o", out, "--reference", i["table"]],
@@ -163,7 +164,9 @@ def test_unwritable_output_directory(inputs, tmp_path, name):
         locked.chmod(0o700)
 
 
-@pytest.mark.parametrize("name", ["train", "evaluate", "infer", "scan", "features", "demo"])
+@pytest.mark.parametrize(
+    "name", ["train", "evaluate", "compare", "infer", "scan", "features", "demo"]
+)
 def test_foreign_non_empty_directory_needs_overwrite(inputs, tmp_path, name):
     out = tmp_path / "busy"
     out.mkdir()
