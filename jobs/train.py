@@ -213,6 +213,7 @@ def train(
     ``adhunt train combine --models A,B,... --output DIR`` builds the rank-averaged combination
     of saved models instead (see ``adhunt.models.combine``; ``--features`` optional).
     """
+    checked_output(output, command="train", overwrite=overwrite)
     if method == "combine":
         _combine(models, features, output, datasets, decorrelate, decorrelate_region, overwrite)
         return
@@ -223,8 +224,6 @@ def train(
         logger.error("--features is required")
         raise typer.Exit(code=2)
     from adhunt.jobs.reporting import progress_bar
-
-    checked_output(output, command="train", overwrite=overwrite)
 
     with progress_bar() as bar:
         task = bar.add_task(f"train {method}", total=folds)
