@@ -25,9 +25,11 @@ from adhunt.jobs.options import (
     DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
+    OverwriteOption,
     SchedulerOption,
     SkipBadFilesOption,
     WorkersOption,
+    checked_output,
 )
 
 if TYPE_CHECKING:
@@ -135,17 +137,22 @@ def run_features(
     scheduler: str | None = None,
     skip_bad_files: bool = False,
     dedupe_files: bool = False,
+    overwrite: bool = False,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
     Writes ``<output_dir>/<dataset>/*.parquet`` (read them with ``adhunt.tables.read_features``),
     ``cutflow.json`` and ``features_config.json``. Raises ``FeatureInputError`` naming the file
     on bad input unless ``skip_bad_files``. The same input file twice in ``fileset`` is a
-    ``FilesetError`` (a ValueError) unless ``dedupe_files`` (see :mod:`adhunt.filesets`).
+    ``FilesetError`` (a ValueError) unless ``dedupe_files`` (see :mod:`adhunt.filesets`). The
+    output directory is checked first
+    (:func:`adhunt.outputs.check_output_dir`: a non-empty directory must be an earlier features
+    output, unless ``overwrite``), and so is every dataset directory it already holds.
     """
     from adhunt.config import config_to_dict
     from adhunt.inputs import load_lumi_mask
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
+    from adhunt.outputs import check_output_dir
     from adhunt.processors.features import (
         DijetFeatureProcessor,
         FeatureConfig,
@@ -155,9 +162,11 @@ def run_features(
 
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
-    output_dir = Path(output_dir)
+    output_dir = check_output_dir(output_dir, command="features", overwrite=overwrite)
     datasets = load_datasets(fileset, config.tree, dedupe_files=dedupe_files)
     files = {d: entry["files"] for d, entry in datasets.items()}
+    for dataset in files:  # the chunk tables go to <output_dir>/<dataset>/
+        check_output_dir(output_dir / dataset, overwrite=True)
 
     good, bad, entries = check_inputs(files, config.missing_branches, config.tree)
     if bad and not skip_bad_files:
@@ -276,7 +285,7 @@ def summarize_run(
 
 def _describe(err: BaseException) -> str:
     """The most specific message in an exception chain (coffea wraps ours in generic Exceptions)."""
-    from adhunt.processors.features import FeatureInputError
+    from adhunt.processors.features import FeatureInputError, FeatureOutputError
 
     chain, seen = [], set()
     while err is not None and id(err) not in seen:
@@ -284,7 +293,7 @@ def _describe(err: BaseException) -> str:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for e in chain:
-        if isinstance(e, FeatureInputError):
+        if isinstance(e, FeatureInputError | FeatureOutputError):
             return str(e)
     return f"feature processing failed: {chain[0]}"
 
@@ -396,8 +405,10 @@ def features(
     skip_bad_files: SkipBadFilesOption = False,
     dedupe_files: DedupeFilesOption = False,
     config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Extract dijet features from a fileset through the Coffea feature processor."""
+    checked_output(output, command="features", overwrite=overwrite)
     import dataclasses
 
     from adhunt.config import load_config
@@ -453,6 +464,7 @@ def features(
             scheduler=scheduler,
             skip_bad_files=skip_bad_files,
             dedupe_files=dedupe_files,
+            overwrite=overwrite,
         )
     except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError) as err:
         logger.error("%s", err)

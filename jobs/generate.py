@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from adhunt.jobs.options import OverwriteOption, checked_output
+
 
 def generate(
     process: Annotated[
@@ -56,8 +58,10 @@ def generate(
         Path | None,
         typer.Option("--detector-config", help="YAML/TOML file with DetectorConfig fields."),
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Generate triggered events with Pythia 8 into ROOT files and a coffea fileset JSON."""
+    checked_output(output, command="generate", overwrite=overwrite)
     import dataclasses
     import logging
 

@@ -54,9 +54,11 @@ from adhunt.jobs.options import (
     DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
+    OverwriteOption,
     SchedulerOption,
     SkipBadFilesOption,
     WorkersOption,
+    checked_output,
     split_list,
 )
 
@@ -170,6 +172,25 @@ def _load_models(
     return loaded
 
 
+def check_processor_definition(
+    loaded: Mapping[str, tuple[ResonantModel, Path, str]], feature_config: FeatureConfig
+) -> None:
+    """Refuse to run the feature processor with other settings than each model's training table."""
+    from adhunt.config import config_to_dict
+    from adhunt.provenance import (
+        check_feature_definition,
+        feature_definition,
+        model_feature_definition,
+    )
+
+    definition = feature_definition(config_to_dict(feature_config))
+    for name, (model, path, _digest) in loaded.items():
+        check_feature_definition(
+            model_feature_definition(model), definition, model=f"{name!r} ({path})",
+            table="the feature processor configuration of infer (--config)", noun="processor",
+        )  # fmt: skip
+
+
 def _reference_table(
     model: ResonantModel,
     name: str,
@@ -180,12 +201,23 @@ def _reference_table(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
     from adhunt.processors.inference import InferenceError
-    from adhunt.provenance import ProvenanceError, read_provenance, rebuild_training_table
+    from adhunt.provenance import (
+        ProvenanceError,
+        check_feature_definition,
+        model_feature_definition,
+        read_provenance,
+        rebuild_training_table,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     info: dict[str, Any] = {"selection": selection}
     columns = [*model.input_columns, "mjj"]
     if reference is not None:
+        check_feature_definition(
+            model_feature_definition(model), table_feature_definition(reference),
+            model=repr(name), table=f"--reference {reference}",
+        )  # fmt: skip
         table = read_table(
             Path(reference), datasets, columns, what="--reference",
             allow_duplicates=allow_duplicates,
@@ -271,6 +303,7 @@ def run_infer(
     num_threads: int | None = None,
     dedupe_files: bool = False,
     allow_duplicates: bool = False,
+    overwrite: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
 
@@ -294,6 +327,7 @@ def run_infer(
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.jobs.features import check_inputs, dataset_weights, summarize_run
+    from adhunt.outputs import check_output_dir
     from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
@@ -303,6 +337,7 @@ def run_infer(
     )
 
     # --- options -------------------------------------------------------------------------------
+    output = check_output_dir(output, command="infer", overwrite=overwrite)
     if mode not in SCORE_MODES:
         raise InferenceError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
     if reference_selection not in REFERENCE_SELECTIONS:
@@ -323,11 +358,11 @@ def run_infer(
         )
     if num_threads is None and exec_config.executor != "iterative":
         num_threads = 1
-    output = Path(output)
 
     # --- driver-side checks ----------------------------------------------------------------------
     datasets_in = load_datasets(fileset, feature_config.tree, dedupe_files=dedupe_files)
     loaded = _load_models(models, feature_config.extra_columns())
+    check_processor_definition(loaded, feature_config)
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)
     if bad and not exec_config.skip_bad_files:
@@ -602,8 +637,11 @@ def _specific(err: BaseException) -> BaseException:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_root(h: Any, path: str | Path) -> Path:
@@ -614,12 +652,15 @@ def write_root(h: Any, path: str | Path) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with uproot.recreate(tmp) as f:
-        for dataset in [str(c) for c in h.axes["dataset"]]:
-            for model in [str(c) for c in h.axes["model"]]:
-                for label, spectrum in cut_spectra(h, model, dataset).items():
-                    f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
-    os.replace(tmp, path)
+    try:
+        with uproot.recreate(tmp) as f:
+            for dataset in [str(c) for c in h.axes["dataset"]]:
+                for model in [str(c) for c in h.axes["model"]]:
+                    for label, spectrum in cut_spectra(h, model, dataset).items():
+                        f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -693,8 +734,10 @@ def infer(
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
+    checked_output(output, command="infer", overwrite=overwrite)
     from adhunt.config import load_config
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.features import cutflow_table
@@ -715,7 +758,7 @@ def infer(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
-                gpu_resource=_parse_resource(gpu_resource),
+                gpu_resource=_parse_resource(gpu_resource), overwrite=overwrite,
                 dedupe_files=dedupe_files, allow_duplicates=allow_duplicates,
             )  # fmt: skip
     except (

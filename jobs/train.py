@@ -22,6 +22,7 @@ from adhunt.jobs.options import (
     DatasetsOption,
     OverwriteOption,
     SeedOption,
+    checked_output,
     split_list,
 )
 from adhunt.schema import DEFAULT_SIGNAL_REGION, STANDARD_FEATURES
@@ -103,14 +104,13 @@ def run_train(
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
-    from adhunt.provenance import make_provenance, provenance_extra
+    from adhunt.outputs import check_output_dir
+    from adhunt.provenance import check_tables_agree, make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
     from adhunt.tables import check_unique_events
 
     cls = get_method(method)
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output {output} exists and is not empty (use --overwrite to replace it)")
+    output = check_output_dir(output, command="train", overwrite=overwrite)
     region = SignalRegion.parse(window)
     config = load_config(cls.config_class, config_path) if config_path else cls.config_class()
     if backend is not None:
@@ -123,6 +123,9 @@ def run_train(
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
 
+    check_tables_agree(
+        {"--features": features_dir, "--signal": signal_dir, "--reference": reference_dir}
+    )
     columns = [*features, "mjj"]
     data = read_table(features_dir, datasets, "--features", columns, allow_duplicates)
     used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
@@ -227,6 +230,7 @@ def train(
     ``adhunt train combine --models A,B,... --output DIR`` builds the rank-averaged combination
     of saved models instead (see ``adhunt.models.combine``; ``--features`` optional).
     """
+    checked_output(output, command="train", overwrite=overwrite)
     if method == "combine":
         _combine(
             models, features, output, datasets, decorrelate, decorrelate_region, overwrite,
