@@ -85,7 +85,7 @@ class AutoencoderConfig:
     hidden: tuple[int, ...] = (32, 32)  # encoder widths; the decoder mirrors them
     latent_dim: int = 2
     network_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # builder extras
-    beta: float = 1.0  # weight of the KL term (vae)
+    beta: float = 0.1  # weight of the KL term (vae); reco is a mean over inputs, KL a sum
     vae_score: str = "total"  # reco | kl | total (vae)
     n_ensemble: int = 1  # networks per fold; their mean loss is the score
     epochs: int = 100
