@@ -88,11 +88,11 @@ class AutoencoderConfig:
     beta: float = 0.1  # weight of the KL term (vae); reco is a mean over inputs, KL a sum
     vae_score: str = "total"  # reco | kl | total (vae)
     n_ensemble: int = 1  # networks per fold; their mean loss is the score
-    epochs: int = 100
-    batch_size: int = 256
+    epochs: int = 50
+    batch_size: int = 1024  # small per-jet networks on many jets: large batches
     lr: float = 1e-3
     weight_decay: float = 0.0
-    patience: int = 10
+    patience: int = 5
     val_fraction: float = 0.2  # hashed validation subset, for early stopping
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     num_threads: int | None = None  # torch CPU threads while training; None = library default

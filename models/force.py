@@ -62,11 +62,11 @@ class ForceConfig:
     n_ensemble: int = 5  # regressors per fold; the score is their mean prediction
     hidden: tuple[int, ...] = (64, 64)
     dropout: float = 0.0
-    epochs: int = 100
-    batch_size: int = 256
+    epochs: int = 50
+    batch_size: int = 1024  # small per-jet networks on many jets: large batches
     lr: float = 1e-3
     weight_decay: float = 0.0
-    patience: int = 10
+    patience: int = 5
     val_fraction: float = 0.2
     device: str = "auto"
     num_threads: int | None = None

@@ -196,7 +196,7 @@ def test_force_approaches_the_conditional_expectation():
     model = Force(["o"], SignalRegion(), n_folds=2, seed=0, config=FORCE_TOY).fit(data)
     test = force_toy(rng, 3000, 3000, 10**6)
     pred, exact = model.score(test, "ensemble"), analytic_expectation(test["o"].to_numpy(), f)
-    assert np.corrcoef(pred, exact)[0, 1] > 0.98
+    assert np.corrcoef(pred, exact)[0, 1] > 0.97
     assert np.sqrt(np.mean((pred - exact) ** 2)) < 0.2 * exact.std()
     assert roc_auc_score(test["truth_label"], pred) > 0.85
 
