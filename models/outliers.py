@@ -326,6 +326,14 @@ class OutlierModel(ResonantModel):
     def _fit_columns(self) -> list[str]:
         return list(dict.fromkeys([*super()._fit_columns(), *self.table_columns]))
 
+    def _derive(self, df: Any) -> Any:
+        """Derived inputs and derived columns of the control-region cut (e.g. ``mj1_over_mjj``)."""
+        if not isinstance(df, pd.DataFrame):
+            return df
+        from adhunt.dijet import with_derived_features
+
+        return with_derived_features(df, [*self.input_columns, *cut_columns(self.control_region)])
+
     def fit(self, data: pd.DataFrame, reference: pd.DataFrame | None = None, **kwargs: Any):
         if self.control_region == SIDEBANDS and isinstance(data, pd.DataFrame):
             if RESONANT_VARIABLE in data and not self.region.in_sb(data[RESONANT_VARIABLE]).any():

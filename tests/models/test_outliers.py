@@ -155,6 +155,10 @@ def test_control_region_training_sees_only_control_events():
         assert seen == int((in_cr & (folds != k)).sum())
     assert model.summary["n_control_region"] == int(in_cr.sum())
     model.score(train.drop(columns="delta_eta"))  # scoring does not need the cut's columns
+    # a cut on a derived column (computed from its stored ingredients, like derived inputs)
+    derived = AutoencoderConfig(epochs=1, num_threads=1, control_region="mj2_over_mjj > 0")
+    fitted = Autoencoder(COLS, SignalRegion(), n_folds=2, config=derived).fit(train)
+    assert fitted.summary["n_control_region"] == int((train["mj2"] > 0).sum())
     with pytest.raises(ValueError, match="no training events in the control region"):
         Autoencoder(COLS, SignalRegion(), n_folds=2, config=cfg).fit(train.assign(delta_eta=0.1))
     with pytest.raises(ValueError, match=r"missing column\(s\) \['delta_eta'\]"):
