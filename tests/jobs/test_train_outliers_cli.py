@@ -72,6 +72,15 @@ def test_control_region_rule_and_evaluate(tables, tmp_path):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["models"]["ae"]["auc"] <= 1.0
 
+    # tnt bootstrapped from that saved ae (its control-region column is read for it)
+    cfg = tmp_path / "tnt.yaml"
+    cfg.write_text("classifier: {n_ensemble: 1, hgb_max_iter: 20}\n")
+    r = invoke(["train", "tnt", "--features", tables["train"], "--output", tmp_path / "tnt",
+                "--starter", out, "--config", cfg, "--rule", "max"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tnt = ResonantModel.load(tmp_path / "tnt")
+    assert tnt.summary["starter"]["path"] == str(out) and tnt.config.rule == "max"
+
     # refusals: one clear line, no traceback
     r = invoke(["train", "cwola", "--features", tables["train"], "--output", tmp_path / "c",
                 "--rule", "min"])  # fmt: skip
