@@ -21,6 +21,14 @@ from adhunt.jobs.options import (
     ChunksizeOption,
     ConfigOption,
     ExecutorOption,
+    ClusterConfigOption,
+    ClusterOption,
+    CoresOption,
+    DryRunOption,
+    MaxJobsOption,
+    MemoryOption,
+    QueueOption,
+    WalltimeOption,
     OutputDirOption,
     SchedulerOption,
     SkipBadFilesOption,
@@ -28,6 +36,7 @@ from adhunt.jobs.options import (
 )
 
 if TYPE_CHECKING:
+    from adhunt.clusters import ClusterConfig
     from adhunt.inputs import DatasetWeights
     from adhunt.processors.features import FeatureConfig
 
@@ -193,6 +202,7 @@ def run_features(
     chunksize: int = 100_000,
     scheduler: str | None = None,
     skip_bad_files: bool = False,
+    cluster: ClusterConfig | None = None,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
@@ -211,7 +221,7 @@ def run_features(
     from adhunt.tables import clear_datasets
 
     config = config or FeatureConfig()
-    exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
+    exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files, cluster)
     output_dir = Path(output_dir)
     datasets = load_datasets(fileset, config.tree)
     files = {d: entry["files"] for d, entry in datasets.items()}
@@ -394,8 +404,16 @@ def features(
     output: OutputDirOption,
     executor: ExecutorOption = "iterative",
     scheduler: SchedulerOption = None,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
     chunksize: ChunksizeOption = 100_000,
+    cluster: ClusterOption = None,
+    cluster_config: ClusterConfigOption = None,
+    cores: CoresOption = None,
+    memory: MemoryOption = None,
+    walltime: WalltimeOption = None,
+    queue: QueueOption = None,
+    max_jobs: MaxJobsOption = None,
+    dry_run: DryRunOption = False,
     jets: Annotated[
         str | None, typer.Option(help="pfcands (recluster PFCands) | fatjet (NanoAOD FatJet).")
     ] = None,
@@ -457,10 +475,18 @@ def features(
     import dataclasses
 
     from adhunt.config import load_config
+    from adhunt.jobs.executors import executor_from_options, print_job_script
     from adhunt.jobs.reporting import console
     from adhunt.processors.features import FeatureConfig, FeatureInputError
 
     try:
+        exe = executor_from_options(
+            executor, workers, chunksize, scheduler, skip_bad_files, cluster, cluster_config,
+            cores=cores, memory=memory, walltime=walltime, queue=queue, maximum_jobs=max_jobs,
+        )  # fmt: skip
+        if dry_run:
+            print_job_script(exe)
+            return
         feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
         overrides: dict[str, Any] = {
             k: v
@@ -503,13 +529,14 @@ def features(
             fileset,
             output,
             feature_config,
-            executor=executor,
-            workers=workers,
+            executor=exe.executor,
+            workers=exe.workers,
             chunksize=chunksize,
-            scheduler=scheduler,
+            scheduler=exe.scheduler,
             skip_bad_files=skip_bad_files,
+            cluster=exe.cluster,
         )
-    except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError) as err:
+    except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError, ImportError) as err:
         logger.error("%s", err)
         raise typer.Exit(code=1) from err
 

@@ -27,6 +27,14 @@ from adhunt.jobs.options import (
     DatasetsOption,
     EfficienciesOption,
     ExecutorOption,
+    ClusterConfigOption,
+    ClusterOption,
+    CoresOption,
+    DryRunOption,
+    MaxJobsOption,
+    MemoryOption,
+    QueueOption,
+    WalltimeOption,
     FeaturesOption,
     FitRangeOption,
     NoPlotsOption,
@@ -238,7 +246,7 @@ def run_scan(
     model_root = output / "models" if cfg.save_models else None
     with task_pool(exe) as pool:
         cores = os.cpu_count() or 1
-        threads = max(1, cores // pool.parallel) if exe.scheduler is None else None
+        threads = None if exe.remote else max(1, cores // pool.parallel)
         table = data[[c for c in columns if c in data.columns]]
         trainer = window_scorer(
             pool.share(table),
@@ -347,8 +355,16 @@ def scan(
         Path | None, typer.Option("--reference", help="True-background feature table (iad).")
     ] = None,
     executor: ExecutorOption = "iterative",
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
+    cluster: ClusterOption = None,
+    cluster_config: ClusterConfigOption = None,
+    cores: CoresOption = None,
+    memory: MemoryOption = None,
+    walltime: WalltimeOption = None,
+    queue: QueueOption = None,
+    max_jobs: MaxJobsOption = None,
+    dry_run: DryRunOption = False,
     decorrelate: Annotated[
         str | None,
         typer.Option(
@@ -363,7 +379,7 @@ def scan(
 ) -> None:
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
     from adhunt.config import config_from_dict, config_to_dict, load_config
-    from adhunt.jobs.executors import ExecutorConfig
+    from adhunt.jobs.executors import executor_from_options, print_job_script
     from adhunt.jobs.reporting import progress_bar
 
     overrides = {
@@ -378,9 +394,13 @@ def scan(
         "decorrelate": decorrelate,
     }  # fmt: skip
     try:
-        if scheduler is not None and executor == "iterative":
-            executor = "dask"
-        exe = ExecutorConfig(executor=executor, workers=workers, scheduler=scheduler)
+        exe = executor_from_options(
+            executor, workers, 100_000, scheduler, False, cluster, cluster_config,
+            cores=cores, memory=memory, walltime=walltime, queue=queue, maximum_jobs=max_jobs,
+        )  # fmt: skip
+        if dry_run:
+            print_job_script(exe)
+            return
         base = load_config(ScanConfig, config) if config is not None else ScanConfig()
         merged = config_to_dict(base)
         merged.update({k: v for k, v in overrides.items() if v is not None})
