@@ -19,19 +19,19 @@ import typer
 
 from adhunt.jobs.options import (
     ChunksizeOption,
-    ConfigOption,
-    ExecutorOption,
     ClusterConfigOption,
     ClusterOption,
+    ConfigOption,
     CoresOption,
     DryRunOption,
+    ExecutorOption,
     MaxJobsOption,
     MemoryOption,
-    QueueOption,
-    WalltimeOption,
     OutputDirOption,
+    QueueOption,
     SchedulerOption,
     SkipBadFilesOption,
+    WalltimeOption,
     WorkersOption,
 )
 

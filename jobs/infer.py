@@ -50,18 +50,18 @@ import typer
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
     ChunksizeOption,
-    ExecutorOption,
     ClusterConfigOption,
     ClusterOption,
     CoresOption,
     DryRunOption,
+    ExecutorOption,
     MaxJobsOption,
     MemoryOption,
-    QueueOption,
-    WalltimeOption,
     OutputDirOption,
+    QueueOption,
     SchedulerOption,
     SkipBadFilesOption,
+    WalltimeOption,
     WorkersOption,
     split_list,
 )
