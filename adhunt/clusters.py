@@ -169,14 +169,29 @@ def _jobqueue_kwargs(config: ClusterConfig) -> dict[str, Any]:
         "interface": config.interface,
         "local_directory": config.local_directory,
         "log_directory": config.log_directory,
-        "scheduler_options": {"dashboard": False},
+        # a free port: a fixed :8787 clashes with other users' schedulers on a shared login node
+        "scheduler_options": {"dashboard": False, "dashboard_address": ":0"},
     }
     if config.kind != "htcondor":
         kwargs["queue"] = config.queue
         kwargs["account"] = config.account
     else:
         kwargs["disk"] = config.disk
+        kwargs["job_extra_directives"] = _submit_file_lines(config.job_extra_directives)
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _submit_file_lines(lines: tuple[str, ...]) -> dict[str, str]:
+    """HTCondor directives ``"Key = value"`` -> the dict dask-jobqueue writes into the submit file."""
+    out: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(
+                f"cluster job_extra_directives for htcondor must be 'Key = value', got {line!r}"
+            )
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _jobqueue_cluster(config: ClusterConfig) -> Any:

@@ -179,6 +179,8 @@ def executor_from_options(
                 f"--{next(iter(given)).replace('_', '-')} needs --cluster or --cluster-config"
             )
         cfg = dataclasses.replace(cfg, **given)
+    if cfg is not None:
+        cfg.check()  # a missing setting fails here, before any input is read
     if (cfg is not None or scheduler is not None) and executor == "iterative":
         executor = "dask"
     if workers is None:
