@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import pandas as pd
@@ -231,3 +232,48 @@ def test_features_through_a_real_dask_gateway(fileset, reference, tmp_path):
     assert len(re.findall(r"Submitting worker \w+", log)) == 2, log
     assert re.search(r"Stopping cluster \w+", log), log
     _check_same(reference, out)
+
+
+SBATCH = """#!/bin/sh
+# Stand-in for Slurm's sbatch: run the job script dask-jobqueue wrote, unchanged, as a local
+# process group (its id is the job id); scancel kills the group.
+cp "$1" "{jobs}/job-$$.sh"
+setsid sh "{jobs}/job-$$.sh" > "{jobs}/job-$$.log" 2>&1 < /dev/null &
+echo "Submitted batch job $!"
+"""
+SCANCEL = """#!/bin/sh
+for job in "$@"; do kill -TERM -- "-$job" 2>/dev/null; done
+exit 0
+"""
+
+
+@pytest.mark.timeout(240)
+def test_slurm_job_script_runs_the_same_executor(fileset, reference, tmp_path, monkeypatch):
+    """The script ``--dry-run`` prints is what runs: the adaptive SLURMCluster submits it to a
+    stand-in ``sbatch`` (no Slurm here) that executes it locally; its workers process the chunks."""
+    bin_dir, jobs = tmp_path / "bin", tmp_path / "jobs"
+    bin_dir.mkdir()
+    jobs.mkdir()
+    for name, text in (("sbatch", SBATCH), ("scancel", SCANCEL)):
+        (bin_dir / name).write_text(text.format(jobs=jobs))
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = write_config(
+        tmp_path / "slurm.yaml",
+        {"kind": "slurm", "cores": 2, "memory": "2GB", "walltime": "00:10:00",
+         "queue": "debug", "interface": "lo", "local_directory": str(tmp_path / "scratch"),
+         "job_script_prologue": [f"echo prologue-ran > {jobs}/prologue.txt"],
+         "maximum_jobs": 1},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    r = invoke(["features", _fileset_file(fileset, tmp_path / "fs.json"), "-o", out,
+                "--cluster-config", config, "--chunksize", 3])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    scripts = sorted(jobs.glob("job-*.sh"))
+    assert scripts, "nothing was submitted"
+    text = scripts[0].read_text()
+    assert "#SBATCH -p debug" in text and "#SBATCH --cpus-per-task=2" in text
+    assert (jobs / "prologue.txt").read_text().strip() == "prologue-ran"
+    _check_same(reference, out)
+    echo = json.loads((out / "features_config.json").read_text())
+    assert echo["executor"]["cluster"]["kind"] == "slurm"
