@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -277,3 +278,65 @@ def test_slurm_job_script_runs_the_same_executor(fileset, reference, tmp_path, m
     _check_same(reference, out)
     echo = json.loads((out / "features_config.json").read_text())
     assert echo["executor"]["cluster"]["kind"] == "slurm"
+
+
+# --- worker environment: the image definitions (no docker/apptainer here: read, not built) ------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _project_sources() -> set[str]:
+    """What an install of adhunt needs: pyproject.toml, its readme and every package directory."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dirs = set(project["tool"]["setuptools"]["package-dir"].values())
+    return {"pyproject.toml", project["project"]["readme"], *dirs}
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_installs_the_whole_project():
+    instructions = _dockerfile_instructions()
+    known = {"FROM", "ENV", "RUN", "WORKDIR", "COPY", "CMD", "ARG", "LABEL"}
+    assert {word for word, _ in instructions} <= known, instructions
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    copied = set()
+    for word, rest in instructions:
+        if word == "COPY":
+            *sources, _target = rest.split()
+            copied.update(s.rstrip("/") for s in sources)
+    assert copied == _project_sources()
+    assert all((ROOT / s).exists() for s in copied)
+    runs = [rest for word, rest in instructions if word == "RUN"]
+    torch = next(i for i, r in enumerate(runs) if "torch==" in r)
+    project = next(i for i, r in enumerate(runs) if "--prefer-binary" in r and '".[' in r)
+    assert torch < project  # the CPU torch first, so the project install keeps it
+    assert "--index-url https://download.pytorch.org/whl/cpu" in runs[torch]
+    # the same torch as the development install (Makefile)
+    pin = re.search(r"torch==[\w.]+", (ROOT / "Makefile").read_text()).group()
+    assert pin in runs[torch]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and not set(ignored) & _project_sources()
+
+
+def test_apptainer_definition_has_the_same_steps():
+    text = (ROOT / "apptainer.def").read_text()
+    header, *pairs = re.split(r"^%(\w+)[ \t]*$", text, flags=re.MULTILINE)
+    assert header.splitlines()[:2] == ["Bootstrap: docker", "From: python:3.11-slim"]
+    sections = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    files = {line.split()[0] for line in sections["files"].splitlines() if line.strip()}
+    assert files == _project_sources()
+    post = sections["post"]
+    pin = re.search(r"torch==[\w.]+", (ROOT / "Makefile").read_text()).group()
+    assert post.index(pin) < post.index("--prefer-binary")
+    assert "download.pytorch.org/whl/cpu" in post
