@@ -340,3 +340,23 @@ def test_apptainer_definition_has_the_same_steps():
     pin = re.search(r"torch==[\w.]+", (ROOT / "Makefile").read_text()).group()
     assert post.index(pin) < post.index("--prefer-binary")
     assert "download.pytorch.org/whl/cpu" in post
+
+
+@pytest.mark.timeout(240)
+def test_generate_on_a_dask_cluster_writes_the_same_events(tmp_path):
+    import awkward as ak
+
+    from adhunt.rootio import read_events
+
+    common = ["generate", "--process", "wprime", "--events", 24, "--seed", 5,
+              "--events-per-file", 10, "--batch-size", 6]  # fmt: skip
+    r = invoke([*common, "--output", tmp_path / "serial"])
+    assert r.exit_code == 0, r.output
+    r = invoke([*common, "--output", tmp_path / "dask", "--cluster", "local", "--workers", 2])
+    assert r.exit_code == 0, r.output
+    serial = sorted((tmp_path / "serial").glob("*.root"))
+    dask = sorted((tmp_path / "dask").glob("*.root"))
+    assert [p.name for p in serial] == [p.name for p in dask] and len(serial) == 3
+    for a, b in zip(serial, dask, strict=True):
+        x, y = read_events(a), read_events(b)
+        assert ak.to_list(x) == ak.to_list(y)
