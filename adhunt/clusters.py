@@ -124,7 +124,7 @@ class ClusterConfig:
                 missing.append("disk")
             if missing:
                 raise ValueError(
-                    f"cluster kind {self.kind!r} needs {' and '.join(missing)}: set it in the "
+                    f"cluster kind {self.kind!r} needs {' and '.join(missing)}: set in the "
                     "cluster section of --cluster-config (cores, memory also as --cores/--memory)"
                 )
             if self.kind == "htcondor" and self.queue is not None:

@@ -129,7 +129,19 @@ def test_pbs_and_htcondor_scripts(tmp_path):
         (["--cores", "4"], "--cores needs --cluster or --cluster-config"),
         (["--cluster", "local", "--dry-run"], "--dry-run prints a batch job script"),
         (["--cluster", "slurm", "--cores", "4", "--memory", "lots"], "lots"),
-        (["--scheduler", "tcp://127.0.0.1:1", "--cluster", "slurm"], "contradict"),
+        (
+            [
+                "--scheduler",
+                "tcp://127.0.0.1:1",
+                "--cluster",
+                "slurm",
+                "--cores",
+                "1",
+                "--memory",
+                "1GB",
+            ],
+            "contradict",
+        ),
     ],
 )
 def test_bad_cluster_settings_give_one_line_errors(tmp_path, args, message):
