@@ -152,6 +152,20 @@ def test_bad_cluster_settings_give_one_line_errors(tmp_path, args, message):
     assert "Traceback" not in r.output
 
 
+@pytest.mark.skipif(not gateway_available(), reason="pip install 'adhunt[gateway]'")
+def test_unreachable_gateway_is_one_line(fileset, tmp_path):
+    config = write_config(
+        tmp_path / "gw.yaml",
+        {"kind": "gateway", "gateway_address": "http://127.0.0.1:1", "gateway_auth": "basic"},
+    )
+    r = invoke(["features", _fileset_file(fileset, tmp_path / "fs.json"), "-o", tmp_path / "o",
+                "--cluster-config", config])  # fmt: skip
+    assert r.exit_code == 1
+    assert "cannot reach dask-gateway http://127.0.0.1:1" in r.text
+    assert "Traceback" not in r.output
+    assert not list((tmp_path / "o").glob("*/*.parquet"))
+
+
 def test_unknown_key_in_the_cluster_section(tmp_path):
     config = write_config(tmp_path / "c.yaml", {"kind": "slurm", "cpus": 4})
     r = invoke(["features", tmp_path / "a.json", "-o", tmp_path / "o", "--cluster-config", config])
