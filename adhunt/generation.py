@@ -15,6 +15,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import itertools
 import logging
@@ -455,9 +456,24 @@ def _quiet_worker() -> None:
 
 
 def _ordered_results(
-    config: GenerationConfig, specs: list[BatchSpec], workers: int
+    config: GenerationConfig,
+    specs: list[BatchSpec],
+    workers: int,
+    mapper: Callable[[Callable[[int], Any], list[int]], Iterator[Any]] | None = None,
 ) -> Iterator[tuple[BatchSpec, ak.Array, BatchStats]]:
-    """Batch results in plan order, with at most ~2 x workers batches in flight (bounded memory)."""
+    """Batch results in plan order, with at most ~2 x workers batches in flight (bounded memory).
+
+    ``mapper(fn, batch_indices)`` (e.g. a dask cluster's) yields ``fn(index)`` in order; it gets
+    2 x ``workers`` batches at a time."""
+    if mapper is not None:
+        run = functools.partial(_run_batch, config)
+        for start in range(0, len(specs), 2 * workers):
+            window = specs[start : start + 2 * workers]
+            for spec, (events, stats) in zip(
+                window, mapper(run, [s.index for s in window]), strict=True
+            ):
+                yield spec, events, stats
+        return
     if workers == 1:
         for spec in specs:
             events, stats = _generate_batch(config, spec.index)
@@ -494,12 +510,16 @@ def generate_to_root(
     workers: int = 1,
     progress_callback: Callable[[int], None] | None = None,
     dataset: str | None = None,
+    mapper: Callable[[Callable[[int], Any], list[int]], Iterator[Any]] | None = None,
 ) -> list[Path]:
     """Generate the sample into ``output_dir`` (ROOT files + ``fileset.json``); return the file paths.
 
     ``progress_callback(n)`` is called with the number of events each finished batch wrote. Files of
     an earlier run with the same process and seed are overwritten, surplus ones removed, and the
-    dataset's fileset entry replaced (other datasets in the fileset are kept).
+    dataset's fileset entry replaced (other datasets in the fileset are kept). ``mapper`` runs the
+    batches elsewhere (``mapper(fn, items)`` yielding ``fn(item)`` in order, e.g. the ``map`` of
+    a dask task pool; ``workers`` then sizes how many are handed to it at once); the output is
+    the same whatever runs the batches.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -522,7 +542,7 @@ def generate_to_root(
                 progress_callback(stats.n_written)
 
     paths: list[Path] = []
-    results = _ordered_results(config, specs, workers)
+    results = _ordered_results(config, specs, workers, mapper)
     for file_index, group in itertools.groupby(results, key=lambda r: r[0].file_index):
         path = output_dir / output_name(config.process, config.seed, file_index)
         write_events(path, consume(group))

@@ -1,9 +1,11 @@
 """The one place that turns executor options into a coffea ``processor.Runner``.
 
-``iterative`` runs chunks in this process; ``futures`` in a local process pool; ``dask`` either
-on a ``distributed.LocalCluster`` it starts (``workers`` single-threaded worker processes) or,
-given a scheduler address, on a running ``dask scheduler`` + ``dask worker`` cluster. Use it as
-a context manager so clusters and clients are always closed::
+``iterative`` runs chunks in this process; ``futures`` in a local process pool; ``dask`` on the
+cluster of ``cluster`` (:class:`adhunt.clusters.ClusterConfig`): a ``distributed.LocalCluster``
+it starts (``workers`` single-threaded worker processes; the default), a running ``dask
+scheduler`` + ``dask worker`` cluster (``tcp://`` address, also given as ``scheduler``), batch
+jobs through dask-jobqueue or a dask-gateway cluster. Every kind hands a ``distributed.Client`` to
+the same executor code. Use it as a context manager so clusters and clients are always closed::
 
     with coffea_runner(ExecutorConfig(executor="dask", workers=2), schema=...) as runner:
         output = runner(fileset, processor_instance, treename="Events")
@@ -22,9 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from adhunt.clusters import ClusterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +38,15 @@ EXECUTORS = ("iterative", "futures", "dask")
 
 @dataclass(frozen=True)
 class ExecutorConfig:
-    """How chunks are distributed. ``scheduler`` (dask only): e.g. ``tcp://127.0.0.1:8786``."""
+    """How chunks are distributed. ``scheduler`` (dask only): e.g. ``tcp://127.0.0.1:8786``, the
+    same as ``cluster=ClusterConfig(kind=address)`` (either one sets the other)."""
 
     executor: str = "iterative"
     workers: int = 1
     chunksize: int = 100_000
     scheduler: str | None = None
     skip_bad_files: bool = False
+    cluster: ClusterConfig | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -50,6 +57,27 @@ class ExecutorConfig:
             raise ValueError(f"chunksize must be >= 1, got {self.chunksize}")
         if self.scheduler is not None and self.executor != "dask":
             raise ValueError("a scheduler address only makes sense with executor='dask'")
+        if self.cluster is not None and self.executor != "dask":
+            raise ValueError("a cluster only makes sense with executor='dask'")
+        if self.scheduler is not None and self.cluster is None:
+            object.__setattr__(self, "cluster", ClusterConfig(kind=self.scheduler))
+        elif self.cluster is not None and self.cluster.is_address:
+            if self.scheduler not in (None, self.cluster.kind):
+                raise ValueError(
+                    f"two scheduler addresses: --scheduler {self.scheduler} and --cluster "
+                    f"{self.cluster.kind}"
+                )
+            object.__setattr__(self, "scheduler", self.cluster.kind)
+        elif self.cluster is not None and self.scheduler is not None:
+            raise ValueError(
+                f"--scheduler {self.scheduler} and --cluster {self.cluster.kind} contradict"
+            )
+
+    @property
+    def remote(self) -> bool:
+        """Workers run elsewhere (scheduler, batch jobs, gateway): do not size threads by this
+        machine's cores."""
+        return self.executor == "dask" and self.cluster is not None and self.cluster.kind != "local"
 
 
 @contextlib.contextmanager
@@ -91,45 +119,97 @@ def coffea_runner(
         )
 
 
+def _quiet_dask() -> None:
+    """distributed sets its loggers to INFO when first imported (after the CLI configured
+    logging): keep scheduler/nanny chatter out of the run's log unless debugging (-v)."""
+    import distributed  # noqa: F401  (sets its logging up first, so the levels below stick)
+
+    if not logging.getLogger("adhunt").isEnabledFor(logging.DEBUG):
+        for name in ("distributed", "dask_jobqueue", "dask_gateway"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @contextlib.contextmanager
 def _dask_client(config: ExecutorConfig) -> Iterator:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    # distributed sets its loggers to INFO when first imported (after the CLI configured logging):
-    # keep its scheduler/nanny chatter out of the run's log unless debugging (-v).
-    if not logging.getLogger("adhunt").isEnabledFor(logging.DEBUG):
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+    from adhunt.clusters import open_cluster
 
-    if config.scheduler:
-        logger.info("connecting to dask scheduler %s", config.scheduler)
-        _check_reachable(config.scheduler)
+    _quiet_dask()
+    cluster_config = config.cluster or ClusterConfig()
+    if cluster_config.is_address:
+        logger.info("connecting to dask scheduler %s", cluster_config.kind)
+        _check_reachable(cluster_config.kind)
+    with open_cluster(cluster_config, workers=config.workers) as cluster:
         try:
-            client = Client(config.scheduler, timeout="20s")
+            client = Client(cluster, timeout="20s")
         except OSError as err:
-            raise ConnectionError(f"cannot reach dask scheduler {config.scheduler}: {err}") from err
+            raise ConnectionError(
+                f"cannot reach dask scheduler of cluster {cluster_config.kind}: {err}"
+            ) from err
+        if cluster_config.kind == "local" and not logging.getLogger("adhunt").isEnabledFor(
+            logging.DEBUG
+        ):  # our own workers: their task-failure dumps would precede the one-line error
+            from adhunt.jobs.daskexec import QuietTaskErrors
+
+            client.register_plugin(QuietTaskErrors(), name="adhunt-quiet-task-errors")
         try:
             yield client
         finally:
             client.close()
-        return
-    logger.info(
-        "starting a dask LocalCluster with %d single-threaded worker process(es)", config.workers
-    )
-    with (
-        LocalCluster(
-            n_workers=config.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        if not logging.getLogger("adhunt").isEnabledFor(logging.DEBUG):
-            from adhunt.jobs.daskexec import QuietTaskErrors
 
-            client.register_plugin(QuietTaskErrors(), name="adhunt-quiet-task-errors")
-        yield client
+
+def executor_from_options(
+    executor: str,
+    workers: int | None,
+    chunksize: int = 100_000,
+    scheduler: str | None = None,
+    skip_bad_files: bool = False,
+    cluster: str | None = None,
+    cluster_config: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> ExecutorConfig:
+    """The :class:`ExecutorConfig` of the command-line options.
+
+    ``cluster`` (a kind or address) overrides the ``kind`` of ``cluster_config`` (a file with a
+    ``cluster`` section); ``overrides`` (cores, memory, walltime, queue, maximum_jobs, ...) that
+    are not None override the file's values. A cluster or scheduler turns the default iterative
+    executor into dask; ``workers`` None means one per core for a local dask cluster, else 1.
+    """
+    import dataclasses
+
+    from adhunt.clusters import load_cluster_config
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg: ClusterConfig | None = None
+    if cluster_config is not None:
+        cfg = load_cluster_config(cluster_config)
+    if cluster is not None:
+        cfg = dataclasses.replace(cfg or ClusterConfig(), kind=cluster)
+    if given:
+        if cfg is None:
+            raise ValueError(
+                f"--{next(iter(given)).replace('_', '-')} needs --cluster or --cluster-config"
+            )
+        cfg = dataclasses.replace(cfg, **given)
+    if cfg is not None:
+        cfg.check()  # a missing setting fails here, before any input is read
+    if (cfg is not None or scheduler is not None) and executor == "iterative":
+        executor = "dask"
+    if workers is None:
+        local = cfg is None or cfg.kind == "local"
+        workers = (os.cpu_count() or 1) if executor == "dask" and local and not scheduler else 1
+    return ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files, cfg)
+
+
+def print_job_script(config: ExecutorConfig) -> None:
+    """``--dry-run``: print the batch script dask-jobqueue would submit; nothing is submitted."""
+    from adhunt.clusters import job_script
+
+    if config.cluster is None:
+        raise ValueError("--dry-run needs --cluster slurm|htcondor|pbs (or --cluster-config)")
+    _quiet_dask()
+    print(job_script(config.cluster))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -21,18 +21,27 @@ import typer
 from adhunt.filesets import load_datasets, load_fileset  # noqa: F401
 from adhunt.jobs.options import (
     ChunksizeOption,
+    ClusterConfigOption,
+    ClusterOption,
     ConfigOption,
+    CoresOption,
     DedupeFilesOption,
+    DryRunOption,
     ExecutorOption,
+    MaxJobsOption,
+    MemoryOption,
     OutputDirOption,
     OverwriteOption,
+    QueueOption,
     SchedulerOption,
     SkipBadFilesOption,
+    WalltimeOption,
     WorkersOption,
     checked_output,
 )
 
 if TYPE_CHECKING:
+    from adhunt.clusters import ClusterConfig
     from adhunt.inputs import DatasetWeights
     from adhunt.processors.features import FeatureConfig
 
@@ -138,6 +147,7 @@ def run_features(
     skip_bad_files: bool = False,
     dedupe_files: bool = False,
     overwrite: bool = False,
+    cluster: ClusterConfig | None = None,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
@@ -161,7 +171,7 @@ def run_features(
     from adhunt.tables import clear_datasets
 
     config = config or FeatureConfig()
-    exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
+    exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files, cluster)
     output_dir = check_output_dir(output_dir, command="features", overwrite=overwrite)
     datasets = load_datasets(fileset, config.tree, dedupe_files=dedupe_files)
     files = {d: entry["files"] for d, entry in datasets.items()}
@@ -346,8 +356,16 @@ def features(
     output: OutputDirOption,
     executor: ExecutorOption = "iterative",
     scheduler: SchedulerOption = None,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
     chunksize: ChunksizeOption = 100_000,
+    cluster: ClusterOption = None,
+    cluster_config: ClusterConfigOption = None,
+    cores: CoresOption = None,
+    memory: MemoryOption = None,
+    walltime: WalltimeOption = None,
+    queue: QueueOption = None,
+    max_jobs: MaxJobsOption = None,
+    dry_run: DryRunOption = False,
     jets: Annotated[
         str | None, typer.Option(help="pfcands (recluster PFCands) | fatjet (NanoAOD FatJet).")
     ] = None,
@@ -412,10 +430,18 @@ def features(
     import dataclasses
 
     from adhunt.config import load_config
+    from adhunt.jobs.executors import executor_from_options, print_job_script
     from adhunt.jobs.reporting import console
     from adhunt.processors.features import FeatureConfig, FeatureInputError
 
     try:
+        exe = executor_from_options(
+            executor, workers, chunksize, scheduler, skip_bad_files, cluster, cluster_config,
+            cores=cores, memory=memory, walltime=walltime, queue=queue, maximum_jobs=max_jobs,
+        )  # fmt: skip
+        if dry_run:
+            print_job_script(exe)
+            return
         feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
         overrides: dict[str, Any] = {
             k: v
@@ -458,15 +484,16 @@ def features(
             fileset,
             output,
             feature_config,
-            executor=executor,
-            workers=workers,
+            executor=exe.executor,
+            workers=exe.workers,
             chunksize=chunksize,
-            scheduler=scheduler,
+            scheduler=exe.scheduler,
             skip_bad_files=skip_bad_files,
             dedupe_files=dedupe_files,
             overwrite=overwrite,
+            cluster=exe.cluster,
         )
-    except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError) as err:
+    except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError, ImportError) as err:
         logger.error("%s", err)
         raise typer.Exit(code=1) from err
 

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from adhunt.jobs.options import OverwriteOption, checked_output
+from adhunt.jobs.options import (
+    ClusterConfigOption,
+    ClusterOption,
+    CoresOption,
+    DryRunOption,
+    MaxJobsOption,
+    MemoryOption,
+    OverwriteOption,
+    QueueOption,
+    WalltimeOption,
+    checked_output,
+)
 
 
 def generate(
@@ -28,6 +39,14 @@ def generate(
         int,
         typer.Option("--workers", "-j", help="Worker processes (output identical for any number)."),
     ] = 1,
+    cluster: ClusterOption = None,
+    cluster_config: ClusterConfigOption = None,
+    cores: CoresOption = None,
+    memory: MemoryOption = None,
+    walltime: WalltimeOption = None,
+    queue: QueueOption = None,
+    max_jobs: MaxJobsOption = None,
+    dry_run: DryRunOption = False,
     m_wprime: Annotated[float, typer.Option("--m-wprime", help="W' mass [GeV].")] = 3500.0,
     m_x: Annotated[float, typer.Option("--m-x", help="X mass [GeV] (X -> qq).")] = 500.0,
     m_y: Annotated[float, typer.Option("--m-y", help="Y mass [GeV] (Y -> qq).")] = 100.0,
@@ -62,12 +81,14 @@ def generate(
 ) -> None:
     """Generate triggered events with Pythia 8 into ROOT files and a coffea fileset JSON."""
     checked_output(output, command="generate", overwrite=overwrite)
+    import contextlib
     import dataclasses
     import logging
 
     from adhunt.config import load_config
     from adhunt.detector import DetectorConfig
     from adhunt.generation import FILESET_NAME, GenerationConfig, generate_to_root
+    from adhunt.jobs.executors import executor_from_options, print_job_script, task_pool
     from adhunt.jobs.reporting import progress_bar
 
     log = logging.getLogger("adhunt.generate")
@@ -97,15 +118,37 @@ def generate(
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from err
 
-    with progress_bar() as progress:
-        task = progress.add_task(f"{process} events", total=events)
-        paths = generate_to_root(
-            config,
-            output,
-            workers=workers,
-            progress_callback=lambda n: progress.advance(task, n),
-            dataset=dataset,
-        )
+    exe = None
+    if cluster is not None or cluster_config is not None or dry_run:
+        try:  # batches as dask tasks, on the cluster's workers (Pythia must be installed there)
+            exe = executor_from_options(
+                "dask", workers, cluster=cluster, cluster_config=cluster_config, cores=cores,
+                memory=memory, walltime=walltime, queue=queue, maximum_jobs=max_jobs,
+            )  # fmt: skip
+            if dry_run:
+                print_job_script(exe)
+                return
+        except (ValueError, FileNotFoundError, ImportError) as err:
+            log.error("%s", err)
+            raise typer.Exit(code=1) from err
+
+    try:
+        with (
+            progress_bar() as progress,
+            task_pool(exe) if exe is not None else contextlib.nullcontext() as pool,
+        ):
+            task = progress.add_task(f"{process} events", total=events)
+            paths = generate_to_root(
+                config,
+                output,
+                workers=workers if pool is None else max(workers, pool.parallel),
+                progress_callback=lambda n: progress.advance(task, n),
+                dataset=dataset,
+                mapper=None if pool is None else pool.map,
+            )
+    except ConnectionError as err:
+        log.error("%s", err)
+        raise typer.Exit(code=1) from err
     log.info(
         "%d %s events in %d file(s); fileset %s", events, process, len(paths), output / FILESET_NAME
     )

@@ -51,12 +51,20 @@ from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
     ChunksizeOption,
+    ClusterConfigOption,
+    ClusterOption,
+    CoresOption,
     DedupeFilesOption,
+    DryRunOption,
     ExecutorOption,
+    MaxJobsOption,
+    MemoryOption,
     OutputDirOption,
     OverwriteOption,
+    QueueOption,
     SchedulerOption,
     SkipBadFilesOption,
+    WalltimeOption,
     WorkersOption,
     checked_output,
     split_list,
@@ -722,8 +730,16 @@ def infer(
     ] = "kfold",
     executor: ExecutorOption = "iterative",
     scheduler: SchedulerOption = None,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
     chunksize: ChunksizeOption = 100_000,
+    cluster: ClusterOption = None,
+    cluster_config: ClusterConfigOption = None,
+    cores: CoresOption = None,
+    memory: MemoryOption = None,
+    walltime: WalltimeOption = None,
+    queue: QueueOption = None,
+    max_jobs: MaxJobsOption = None,
+    dry_run: DryRunOption = False,
     gpu_resource: Annotated[
         str | None,
         typer.Option("--gpu-resource", help="dask worker resource per chunk task, e.g. GPU=1."),
@@ -739,17 +755,23 @@ def infer(
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
     checked_output(output, command="infer", overwrite=overwrite)
     from adhunt.config import load_config
-    from adhunt.jobs.executors import ExecutorConfig
+    from adhunt.jobs.executors import executor_from_options, print_job_script
     from adhunt.jobs.features import cutflow_table
     from adhunt.jobs.reporting import console, progress_bar
     from adhunt.models.artifact import ArtifactError
     from adhunt.processors.features import FeatureConfig, FeatureInputError
 
     try:
+        exec_config = executor_from_options(
+            executor, workers, chunksize, scheduler, skip_bad_files, cluster, cluster_config,
+            cores=cores, memory=memory, walltime=walltime, queue=queue, maximum_jobs=max_jobs,
+        )  # fmt: skip
+        if dry_run:
+            print_job_script(exec_config)
+            return
         feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
         effs = [float(e) for e in split_list(efficiencies) or []]
         specs = parse_model_specs(model)
-        exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
         with progress_bar() as bar:
             task = bar.add_task("infer (chunks)", total=None)
             result = run_infer(
@@ -767,6 +789,7 @@ def infer(
         ValueError,
         FileNotFoundError,
         ConnectionError,
+        ImportError,
     ) as err:
         logger.error("%s", err)
         raise typer.Exit(code=2) from err

@@ -16,23 +16,31 @@ import typer
 __all__ = [
     "AllowDuplicatesOption",
     "ChunksizeOption",
+    "ClusterConfigOption",
+    "ClusterOption",
     "ConfigOption",
+    "CoresOption",
     "DatasetsOption",
     "DedupeFilesOption",
+    "DryRunOption",
     "EfficienciesOption",
     "ExecutorOption",
     "FeaturesOption",
     "FitRangeOption",
+    "MaxJobsOption",
+    "MemoryOption",
     "NoPlotsOption",
     "OutputDirOption",
     "OutputFileOption",
     "OverwriteOption",
+    "QueueOption",
     "RangeOption",
     "SchedulerOption",
     "SeedOption",
     "SkipBadFilesOption",
     "StepOption",
     "ToysOption",
+    "WalltimeOption",
     "WidthOption",
     "WorkersOption",
     "checked_output",
@@ -61,11 +69,40 @@ DatasetsOption = Annotated[
 ]
 ExecutorOption = Annotated[str, typer.Option("--executor", help="iterative | futures | dask")]
 WorkersOption = Annotated[
-    int, typer.Option("--workers", help="Worker processes (futures, dask LocalCluster).")
+    int | None,
+    typer.Option(
+        "--workers", help="Worker processes (futures: 1, dask local cluster: one per core)."
+    ),
 ]
 SchedulerOption = Annotated[
     str | None,
-    typer.Option("--scheduler", help="dask scheduler address (default: start a LocalCluster)."),
+    typer.Option("--scheduler", help="dask scheduler address (the same as --cluster ADDRESS)."),
+]
+# --- where dask workers run (adhunt.clusters.ClusterConfig; docs/cluster.md) ------------------
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="dask cluster: local | tcp://HOST:PORT | slurm | htcondor | pbs | gateway "
+        "(implies --executor dask).",
+    ),
+]
+ClusterConfigOption = Annotated[
+    Path | None,
+    typer.Option("--cluster-config", help="YAML/TOML with a cluster section (docs/cluster.md)."),
+]
+CoresOption = Annotated[int | None, typer.Option("--cores", help="Cores per batch job.")]
+MemoryOption = Annotated[str | None, typer.Option("--memory", help="Memory per batch job (16GB).")]
+WalltimeOption = Annotated[
+    str | None, typer.Option("--walltime", help="Walltime per batch job (HH:MM:SS).")
+]
+QueueOption = Annotated[str | None, typer.Option("--queue", help="Slurm partition / PBS queue.")]
+MaxJobsOption = Annotated[
+    int | None, typer.Option("--max-jobs", help="Adaptive maximum of batch jobs / gateway workers.")
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the batch job script (slurm/htcondor/pbs) and exit."),
 ]
 ChunksizeOption = Annotated[int, typer.Option("--chunksize", help="Events per chunk.")]
 SkipBadFilesOption = Annotated[

@@ -24,19 +24,27 @@ import typer
 from adhunt.bumphunt import NO_CUT, ScanConfig, ScanResult, cut_label
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    ClusterConfigOption,
+    ClusterOption,
     ConfigOption,
+    CoresOption,
     DatasetsOption,
+    DryRunOption,
     EfficienciesOption,
     ExecutorOption,
     FeaturesOption,
     FitRangeOption,
+    MaxJobsOption,
+    MemoryOption,
     NoPlotsOption,
     OutputDirOption,
     OverwriteOption,
+    QueueOption,
     RangeOption,
     SchedulerOption,
     StepOption,
     ToysOption,
+    WalltimeOption,
     WidthOption,
     WorkersOption,
     checked_output,
@@ -257,7 +265,7 @@ def run_scan(
     model_root = output / "models" if cfg.save_models else None
     with task_pool(exe) as pool:
         cores = os.cpu_count() or 1
-        threads = max(1, cores // pool.parallel) if exe.scheduler is None else None
+        threads = None if exe.remote else max(1, cores // pool.parallel)
         table = data[[c for c in columns if c in data.columns]]
         trainer = window_scorer(
             pool.share(table),
@@ -366,8 +374,16 @@ def scan(
         Path | None, typer.Option("--reference", help="True-background feature table (iad).")
     ] = None,
     executor: ExecutorOption = "iterative",
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
+    cluster: ClusterOption = None,
+    cluster_config: ClusterConfigOption = None,
+    cores: CoresOption = None,
+    memory: MemoryOption = None,
+    walltime: WalltimeOption = None,
+    queue: QueueOption = None,
+    max_jobs: MaxJobsOption = None,
+    dry_run: DryRunOption = False,
     decorrelate: Annotated[
         str | None,
         typer.Option(
@@ -384,7 +400,7 @@ def scan(
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
     checked_output(output, command="scan", overwrite=overwrite)
     from adhunt.config import config_from_dict, config_to_dict, load_config
-    from adhunt.jobs.executors import ExecutorConfig
+    from adhunt.jobs.executors import executor_from_options, print_job_script
     from adhunt.jobs.reporting import progress_bar
 
     overrides = {
@@ -399,9 +415,13 @@ def scan(
         "decorrelate": decorrelate,
     }  # fmt: skip
     try:
-        if scheduler is not None and executor == "iterative":
-            executor = "dask"
-        exe = ExecutorConfig(executor=executor, workers=workers, scheduler=scheduler)
+        exe = executor_from_options(
+            executor, workers, 100_000, scheduler, False, cluster, cluster_config,
+            cores=cores, memory=memory, walltime=walltime, queue=queue, maximum_jobs=max_jobs,
+        )  # fmt: skip
+        if dry_run:
+            print_job_script(exe)
+            return
         base = load_config(ScanConfig, config) if config is not None else ScanConfig()
         merged = config_to_dict(base)
         merged.update({k: v for k, v in overrides.items() if v is not None})
