@@ -30,6 +30,7 @@ __all__ = [
     "MaxJobsOption",
     "MemoryOption",
     "NoPlotsOption",
+    "OptionalFeaturesOption",
     "OutputDirOption",
     "OutputFileOption",
     "OverwriteOption",
@@ -54,6 +55,11 @@ FEATURE_TABLE_HELP = (
 )
 
 FeaturesOption = Annotated[Path, typer.Option("--features", help=FEATURE_TABLE_HELP)]
+#: ``train``: required for every method but ``combine`` (there: the rank reference, optional).
+OptionalFeaturesOption = Annotated[
+    Path | None,
+    typer.Option("--features", help=f"{FEATURE_TABLE_HELP} (train combine: rank reference)."),
+]
 OutputDirOption = Annotated[Path, typer.Option("--output", "-o", help="Output directory.")]
 OutputFileOption = Annotated[Path, typer.Option("--output", "-o", help="Output file to write.")]
 OverwriteOption = Annotated[

@@ -16,10 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from adhunt.jobs.options import (
-    FEATURE_TABLE_HELP,
     AllowDuplicatesOption,
     ConfigOption,
     DatasetsOption,
+    OptionalFeaturesOption,
     OverwriteOption,
     SeedOption,
     checked_output,
@@ -201,10 +201,7 @@ def train(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
-    features: Annotated[
-        Path | None,
-        typer.Option("--features", help=f"{FEATURE_TABLE_HELP} (combine: rank reference)."),
-    ] = None,
+    features: OptionalFeaturesOption = None,
     window: Annotated[
         str, typer.Option("--window", help="Signal region LOW:HIGH[:SIDEBAND] in GeV.")
     ] = DEFAULT_WINDOW,

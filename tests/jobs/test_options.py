@@ -16,7 +16,7 @@ from adhunt.jobs.score import score
 from adhunt.jobs.train import train
 
 SHARED = {
-    train: {"features": "FeaturesOption", "seed": "SeedOption", "datasets": "DatasetsOption",
+    train: {"features": "OptionalFeaturesOption", "seed": "SeedOption", "datasets": "DatasetsOption",
             "config": "ConfigOption", "overwrite": "OverwriteOption"},
     score: {"features": "FeaturesOption", "output": "OutputFileOption", "datasets": "DatasetsOption"},
     evaluate: {"output": "OutputDirOption", "datasets": "DatasetsOption"},
