@@ -44,6 +44,7 @@ from adhunt.models.base import (
     prefixed,
     unprefixed,
 )
+from adhunt.provenance import definition_differences, model_feature_definition
 from adhunt.quantiles import rank_table, rank_transform
 from adhunt.regions import SignalRegion
 from adhunt.schema import RESONANT_VARIABLE
@@ -76,11 +77,17 @@ def check_members(members: Sequence[ResonantModel], names: Sequence[str] | None 
     for name, m in zip(names, members, strict=True):
         if not isinstance(m, ResonantModel) or not m.fitted:
             raise ValueError(f"combine: {name} is not a fitted model")
-        if set(m.features) != set(first.features):
+        # Different column lists are the point of combining (a weakly supervised classifier on
+        # event features with a per-jet outlier score); columns made differently are not.
+        diffs = definition_differences(
+            model_feature_definition(first) or {}, model_feature_definition(m) or {}
+        )
+        if diffs:
+            field, a, b = diffs[0]
             raise ValueError(
-                f"combine: {name} ({m.method}) was trained on features {list(m.features)}, "
-                f"{names[0]} ({first.method}) on {list(first.features)}; members must share one "
-                "feature set"
+                f"combine: {name} ({m.method}) was trained on features made with {field} = {b!r}, "
+                f"{names[0]} ({first.method}) with {field} = {a!r}; members must share one "
+                "feature definition"
             )
         if m.region != first.region:
             raise ValueError(
@@ -125,7 +132,8 @@ class CombinedModel(ResonantModel):
         names = list(names) if names is not None else [m.method for m in members]
         check_members(members, names)
         first = members[0]
-        obj = cls(first.features, first.region, max(2, first.n_folds), first.seed, config)
+        features = tuple(dict.fromkeys(c for m in members for c in m.features))
+        obj = cls(features, first.region, max(2, first.n_folds), first.seed, config)
         obj.members = list(members)
         if not isinstance(reference, pd.DataFrame) or RESONANT_VARIABLE not in reference.columns:
             raise ValueError(f"combine: the reference table needs a {RESONANT_VARIABLE} column")

@@ -156,9 +156,11 @@ def test_combine_and_compare(dirs, tmp_path):
     test = read_features(dirs["test"])
     assert cq.decorrelation is not None
     assert np.array_equal(cq.raw_score(test, "ensemble"), model.score(test, "ensemble"))
-    # refusals: different feature sets, one member, existing output
-    r = invoke(["train", "combine", "--models", f"{sup},{noise}", "--output", tmp_path / "bad"])
-    assert r.exit_code == 2 and "members must share one feature set" in r.text
+    # members on different columns combine (the union is read); refusals: one member, output
+    r = invoke(["train", "combine", "--models", f"{sup},{noise}", "--output", tmp_path / "mix"])
+    assert r.exit_code == 0, r.output
+    mix = ResonantModel.load(tmp_path / "mix")
+    assert set(mix.input_columns) >= {"tau32_j1", "tau32_j2"}
     r = invoke(["train", "combine", "--models", f"{sup}", "--output", tmp_path / "bad"])
     assert r.exit_code == 2 and "at least two" in r.text
     r = invoke(["train", "combine", "--models", f"{sup},{cw}", "--output", comb])

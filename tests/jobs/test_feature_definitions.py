@@ -165,3 +165,17 @@ def test_train_refuses_signal_made_with_another_radius(chain, tmp_path):
     assert r.exit_code != 0
     assert "radius: 1.0 in --features" in r.text and "0.4" in r.text
     assert not (tmp_path / "m").exists()
+
+
+def test_combine_refuses_members_trained_on_another_radius(chain, tmp_path):
+    """Members may use different columns, but not columns made with another jet definition."""
+    common = ["--folds", 2, "--config", chain["base"] / "fast.yaml"]
+    window = ResonantModel.load(chain["model"]).region
+    m04 = tmp_path / "m04"
+    r = invoke(["train", "cwola", "--features", chain["r04"], "-o", m04,
+                "--window", f"{window.low}:{window.high}", *common])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = invoke(["train", "combine", "--models", f"{chain['model']},{m04}", "-o", tmp_path / "c"])
+    assert r.exit_code == 2
+    assert "radius" in r.text and "one feature definition" in r.text, r.output
+    assert not (tmp_path / "c").exists()

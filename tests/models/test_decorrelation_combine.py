@@ -136,8 +136,13 @@ def test_combine_refuses_mismatched_members():
     a = CWoLa(FEATS, SR, n_folds=2, seed=2, config=FAST).fit(data)
     b = CWoLa(["f0"], SR, n_folds=2, seed=2, config=FAST).fit(data)
     c = CWoLa(FEATS, SignalRegion(3400, 3800), n_folds=2, seed=2, config=FAST).fit(data)
-    with pytest.raises(ValueError, match="feature set"):
-        CombinedModel.build([a, b], data, ["a", "b"])
+    # different column lists combine (their union is read); windows must agree
+    ab = CombinedModel.build([a, b], data, ["a", "b"])
+    assert list(ab.input_columns) == [
+        *a.input_columns,
+        *[c for c in b.input_columns if c not in a.input_columns],
+    ]
+    assert np.all(np.isfinite(ab.score(data, "ensemble")))
     with pytest.raises(ValueError, match="one window"):
         CombinedModel.build([a, c], data, ["a", "c"])
     with pytest.raises(ValueError, match="at least two"):
