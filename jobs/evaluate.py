@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adhunt.jobs.options import DatasetsOption, OutputDirOption, split_list
+from adhunt.jobs.options import AllowPartialOption, DatasetsOption, OutputDirOption, split_list
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +107,14 @@ def evaluate(
     all_mjj: Annotated[
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
     from adhunt.jobs.reporting import progress_bar
     from adhunt.models.artifact import ArtifactError
+    from adhunt.tables import partial_reading
 
-    with progress_bar() as bar:
+    with partial_reading(allow_partial), progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(models))
         try:
             run_evaluate(

@@ -49,6 +49,7 @@ import typer
 
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
+    AllowPartialOption,
     ChunksizeOption,
     ExecutorOption,
     OutputDirOption,
@@ -674,6 +675,7 @@ def infer(
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
     from adhunt.config import load_config
@@ -682,13 +684,14 @@ def infer(
     from adhunt.jobs.reporting import console, progress_bar
     from adhunt.models.artifact import ArtifactError
     from adhunt.processors.features import FeatureConfig, FeatureInputError
+    from adhunt.tables import partial_reading
 
     try:
         feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
         effs = [float(e) for e in split_list(efficiencies) or []]
         specs = parse_model_specs(model)
         exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
-        with progress_bar() as bar:
+        with partial_reading(allow_partial), progress_bar() as bar:
             task = bar.add_task("infer (chunks)", total=None)
             result = run_infer(
                 fileset, specs, output, exec_config, reference=reference, efficiencies=effs,

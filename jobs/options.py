@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "AllowPartialOption",
     "ChunksizeOption",
     "ConfigOption",
     "DatasetsOption",
@@ -26,6 +27,7 @@ __all__ = [
     "OutputFileOption",
     "OverwriteOption",
     "RangeOption",
+    "RestartOption",
     "SchedulerOption",
     "SeedOption",
     "SkipBadFilesOption",
@@ -65,6 +67,22 @@ SkipBadFilesOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML/TOML configuration file.")
+]
+AllowPartialOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-partial",
+        help="Read an incomplete features directory (interrupted or failed run) with a warning "
+        "saying how much is missing, instead of refusing it.",
+    ),
+]
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart",
+        help="Start over: process every chunk again instead of resuming, and replace datasets "
+        "of the output made with another configuration.",
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ import typer
 
 from adhunt.bumphunt import NO_CUT, ScanConfig, ScanResult, cut_label
 from adhunt.jobs.options import (
+    AllowPartialOption,
     ConfigOption,
     DatasetsOption,
     EfficienciesOption,
@@ -354,11 +355,13 @@ def scan(
     ] = False,
     no_plots: NoPlotsOption = False,
     overwrite: OverwriteOption = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
     from adhunt.config import config_from_dict, config_to_dict, load_config
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.reporting import progress_bar
+    from adhunt.tables import partial_reading
 
     overrides = {
         "method": method, "windows": windows, "window_width": width, "window_step": step,
@@ -378,7 +381,7 @@ def scan(
         merged = config_to_dict(base)
         merged.update({k: v for k, v in overrides.items() if v is not None})
         cfg = config_from_dict(ScanConfig, merged)
-        with progress_bar() as bar:
+        with partial_reading(allow_partial), progress_bar() as bar:
             tasks: dict[str, Any] = {}
 
             def report(stage: str, done: int, total: int) -> None:

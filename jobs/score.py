@@ -17,7 +17,13 @@ from typing import Annotated
 
 import typer
 
-from adhunt.jobs.options import DatasetsOption, FeaturesOption, OutputFileOption, split_list
+from adhunt.jobs.options import (
+    AllowPartialOption,
+    DatasetsOption,
+    FeaturesOption,
+    OutputFileOption,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +113,19 @@ def score(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Injection seed (default: the model's seed).")
     ] = None,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Write the anomaly score of every event (run, event, score, score_mode, ...) to parquet."""
     from adhunt.models.artifact import ArtifactError
+    from adhunt.tables import partial_reading
 
     try:
-        run_score(
-            model_dir, features, output, mode=mode, datasets=split_list(datasets), inject=inject,
-            signal_dir=signal, signal_datasets=split_list(signal_datasets), seed=seed,
-        )  # fmt: skip
+        with partial_reading(allow_partial):
+            run_score(
+                model_dir, features, output, mode=mode, datasets=split_list(datasets),
+                inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
+                seed=seed,
+            )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, ImportError) as exc:
         logger.error("%s", exc)
         raise typer.Exit(code=2) from exc

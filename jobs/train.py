@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from adhunt.jobs.options import (
+    AllowPartialOption,
     ConfigOption,
     DatasetsOption,
     FeaturesOption,
@@ -171,11 +172,13 @@ def train(
     signal_datasets: Annotated[str | None, typer.Option("--signal-datasets")] = None,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact."""
     from adhunt.jobs.reporting import progress_bar
+    from adhunt.tables import partial_reading
 
-    with progress_bar() as bar:
+    with partial_reading(allow_partial), progress_bar() as bar:
         task = bar.add_task(f"train {method}", total=folds)
         try:
             run_train(

@@ -201,11 +201,15 @@ class DijetFeatureProcessor(processor.ProcessorABC):
         output_dir: str | Path,
         skip_bad_chunks: bool = False,
         weights: dict[str, DatasetWeights] | None = None,
+        stamps: dict[str, dict] | None = None,
     ) -> None:
         self.config = config
         self.output_dir = str(Path(output_dir).resolve())
         self.skip_bad_chunks = skip_bad_chunks
         self.weights = dict(weights or {})
+        # {"fingerprint": {dataset: sha}, "inputs": {file: identity}} (``adhunt.manifest``):
+        # stamped into each chunk with its cutflow, so a resumed run knows what is done.
+        self.stamps = stamps or {"fingerprint": {}, "inputs": {}}
 
     def process(self, events) -> dict:
         meta = events.metadata
@@ -217,8 +221,14 @@ class DijetFeatureProcessor(processor.ProcessorABC):
             frame, cutflow, warnings = compute_features(
                 events, self.config, dataset, where, self.weights.get(dataset)
             )
+            stamp = {
+                "fingerprint": self.stamps["fingerprint"].get(dataset),
+                "input": self.stamps["inputs"].get(filename),
+                "cutflow": cutflow,
+                "warnings": warnings,
+            }
             path = write_chunk(
-                frame, self.output_dir, chunk_filename(dataset, filename, start, stop)
+                frame, self.output_dir, chunk_filename(dataset, filename, start, stop), stamp
             )
         except Exception as err:
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
