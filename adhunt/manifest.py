@@ -225,6 +225,7 @@ def check_directory(
                 f"feature directory {root}: datasets {first[0]!r} and {name!r} were written with "
                 f"different feature configurations ({differ}); rerun them with one configuration"
             )
+    incomplete = []
     for name in names:
         record = manifest.datasets[name]
         expected = _chunk_paths(root / name, name, record.chunks)
@@ -241,19 +242,20 @@ def check_directory(
             continue
         events = sum(b - a for _, a, b in record.chunks)
         lost = sum(b - a for _, a, b in missing)
-        what = (
+        incomplete.append(
             f"dataset {name!r} ({record.status}) is missing {len(missing)} of "
             f"{len(record.chunks)} chunks ({lost} of {events} events)"
         )
-        if allow_partial:
-            log.warning(
-                "feature directory %s: %s; reading what is there (--allow-partial)", root, what
-            )
-            continue
-        raise ManifestError(
-            f"feature directory {root} is incomplete: {what}; rerun the same `adhunt features` "
-            "command to resume it, or pass --allow-partial to read what is there"
-        )
+    if not incomplete:
+        return
+    what = ", ".join(incomplete)
+    if allow_partial:
+        log.warning("feature directory %s: %s; reading what is there (--allow-partial)", root, what)
+        return
+    raise ManifestError(
+        f"feature directory {root} is incomplete: {what}; rerun the same `adhunt features` "
+        "command to resume it, or pass --allow-partial to read what is there"
+    )
 
 
 # --- the writer's bookkeeping -----------------------------------------------------------------
