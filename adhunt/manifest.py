@@ -52,10 +52,22 @@ def file_identity(name: str) -> dict[str, Any]:
     return {"path": str(path), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
 
 
-def fingerprint(features: Mapping[str, Any], weights: Mapping[str, Any] | None = None) -> str:
-    """SHA-256 of the canonical JSON of what decides a chunk's rows: configuration and weighting."""
-    text = json.dumps({"features": features, "weights": weights or {}}, sort_keys=True)
+def fingerprint(
+    features: Mapping[str, Any],
+    weights: Mapping[str, Any] | None = None,
+    depends: Mapping[str, Any] | None = None,
+) -> str:
+    """SHA-256 of the canonical JSON of what decides a chunk's rows: configuration, weighting and
+    the content of files the configuration names (``depends``: e.g. the lumi mask's hash)."""
+    text = json.dumps(
+        {"features": features, "weights": weights or {}, "depends": depends or {}}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def content_hash(path: str | Path) -> str:
+    """SHA-256 of a (small) file the configuration names, e.g. a golden JSON rewritten in place."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -82,6 +94,7 @@ class DatasetRecord:
     inputs: list[dict[str, Any]]
     chunks: list[Chunk]
     weights: dict[str, Any] = field(default_factory=dict)
+    depends: dict[str, Any] = field(default_factory=dict)
     done: list[Chunk] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     cutflow: dict[str, int] = field(default_factory=dict)
@@ -90,7 +103,7 @@ class DatasetRecord:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.features, self.weights)
+        return fingerprint(self.features, self.weights, self.depends)
 
     @property
     def complete(self) -> bool:

@@ -248,6 +248,11 @@ def run_features(
         raise FeatureInputError(str(err)) from err
     manifest = previous or mf.Manifest()
     identities = {f: mf.file_identity(f) for names in good.values() for f in names}
+    from adhunt import __version__
+
+    depends = {"adhunt": __version__}  # chunks of another version are made again
+    if config.lumi_mask is not None:  # the path alone would not see a golden JSON rewritten
+        depends["lumi_mask_sha256"] = mf.content_hash(config.lumi_mask)
 
     out: dict[str, Any] = {"cutflow": {}, "files": [], "chunks": [], "warnings": [], "errors": []}
     runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
@@ -267,6 +272,7 @@ def run_features(
             records[dataset] = mf.DatasetRecord(
                 features=features,
                 weights=config_to_dict(weights[dataset]),
+                depends=depends,
                 chunksize=chunksize,
                 inputs=[
                     {**identities[f], "tree": files[dataset][f], "entries": entries[f]}
