@@ -461,3 +461,54 @@ def remove_dataset(directory: str | Path, dataset: str) -> None:
     """Remove a dataset's tables (``--restart`` over a directory of another configuration)."""
     shutil.rmtree(Path(directory) / dataset, ignore_errors=True)
     discard_previous(directory, dataset)
+
+
+# --- per-chunk partial results of `adhunt infer` ----------------------------------------------
+
+#: Under an infer output: one partial result per chunk, merged at the end (resume skips them).
+PARTIALS_DIR = ".partials"
+
+
+def partial_path(directory: str | Path, dataset: str, filename: str, start: int, stop: int) -> Path:
+    """Where one chunk's partial result lives (named like its feature table, ``.npz``)."""
+    name = chunk_filename(dataset, filename, start, stop).removesuffix(".parquet") + ".npz"
+    return Path(directory) / PARTIALS_DIR / name
+
+
+def write_partial(
+    path: str | Path, arrays: Mapping[str, Any], meta: Mapping[str, Any], stamp: Mapping[str, Any]
+) -> Path:
+    """One chunk's result: numeric ``arrays`` (a histogram's view) and JSON ``meta`` with the
+    ``stamp`` (what made it), written atomically as ``.npz`` (no pickle: nothing in an output
+    directory is ever executed when it is read back)."""
+    import os
+
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"stamp": dict(stamp), "meta": dict(meta)}, sort_keys=True)
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload["__json__"] = np.frombuffer(text.encode(), dtype=np.uint8)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **payload)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_partial(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """``(arrays, meta, stamp)`` of a partial written by :func:`write_partial`; None if it is
+    damaged (then it is simply computed again)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "__json__"}
+            doc = json.loads(data["__json__"].tobytes())
+        return arrays, doc["meta"], doc["stamp"]
+    except Exception:
+        return None
