@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from adhunt.jobs.options import RestartOption
+
 
 def generate(
     process: Annotated[
@@ -56,6 +58,7 @@ def generate(
         Path | None,
         typer.Option("--detector-config", help="YAML/TOML file with DetectorConfig fields."),
     ] = None,
+    restart: RestartOption = False,
 ) -> None:
     """Generate triggered events with Pythia 8 into ROOT files and a coffea fileset JSON."""
     import dataclasses
@@ -93,15 +96,24 @@ def generate(
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from err
 
-    with progress_bar() as progress:
-        task = progress.add_task(f"{process} events", total=events)
-        paths = generate_to_root(
-            config,
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task(f"{process} events", total=events)
+            paths = generate_to_root(
+                config,
+                output,
+                workers=workers,
+                progress_callback=lambda n: progress.advance(task, n),
+                dataset=dataset,
+                restart=restart,
+            )
+    except KeyboardInterrupt as err:
+        log.error(
+            "interrupted: the finished files are kept in %s; run the same command again to "
+            "resume (--restart starts over)",
             output,
-            workers=workers,
-            progress_callback=lambda n: progress.advance(task, n),
-            dataset=dataset,
         )
+        raise typer.Exit(code=130) from err
     log.info(
         "%d %s events in %d file(s); fileset %s", events, process, len(paths), output / FILESET_NAME
     )
