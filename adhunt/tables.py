@@ -10,7 +10,10 @@
   overwrites instead of duplicating; the zero-padded entry range makes lexicographic order equal
   to (file, entry) order, which is what :func:`read_features` returns. Stray files and overlapping
   chunks (stale files of another chunking) are refused, so no event is counted twice. Columns and
-  their order are :data:`adhunt.schema.FEATURE_COLUMNS`.
+  their order are :data:`adhunt.schema.FEATURE_COLUMNS`. With a ``manifest.json``
+  (:mod:`adhunt.manifest`) the directory is also refused when a dataset is incomplete (unless
+  ``allow_partial`` / :func:`partial_reading`), holds files the manifest does not list, or mixes
+  feature configurations.
 * **any other parquet table**: one ``.parquet`` file, or a directory searched recursively for
   ``*.parquet`` (any names; hidden files and directories are skipped), read in the order of the
   files' relative paths. Only ``mjj`` and the features a method uses are needed; the bookkeeping
