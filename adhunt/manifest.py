@@ -100,6 +100,8 @@ class DatasetRecord:
     cutflow: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     status: str = "running"
+    #: tables written before manifests existed: their chunk file names (their chunks are unknown)
+    legacy_files: list[str] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
@@ -242,6 +244,7 @@ def check_directory(
     for name in names:
         record = manifest.datasets[name]
         expected = _chunk_paths(root / name, name, record.chunks)
+        expected.update({n: ("", 0, 0) for n in record.legacy_files})
         folder = root / name
         present = {p.name for p in folder.glob("*.parquet")} if folder.is_dir() else set()
         extra = sorted(present - set(expected))
@@ -455,6 +458,45 @@ def finish_dataset(
     return dataclasses.replace(
         new, chunks=chunks, done=done, cutflow=cutflow, warnings=warnings, status=status
     )
+
+
+def adopt_legacy_datasets(
+    directory: str | Path,
+    manifest: Manifest,
+    features: Mapping[str, Any],
+    run_datasets: Iterable[str],
+) -> list[str]:
+    """Record the datasets of a directory written before manifests existed (and not rerun now)
+    as complete, with the configuration its ``features_config.json`` echoes (or, without one,
+    ``features``), so that a run over some datasets leaves the others readable."""
+    from adhunt.tables import FEATURES_CONFIG_NAME
+
+    root = Path(directory)
+    run = set(run_datasets)
+    old: Mapping[str, Any] = {}
+    if (root / FEATURES_CONFIG_NAME).is_file():
+        try:
+            old = json.loads((root / FEATURES_CONFIG_NAME).read_text()).get("features") or {}
+        except ValueError:
+            old = {}
+    adopted = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name in run or folder.name in manifest.datasets:
+            continue
+        names = sorted(p.name for p in folder.glob("*.parquet"))
+        if not names:
+            continue
+        manifest.datasets[folder.name] = DatasetRecord(
+            features=dict(old or features), chunksize=0, inputs=[], chunks=[],
+            status="complete", legacy_files=names,
+        )  # fmt: skip
+        adopted.append(folder.name)
+    if adopted and not old:
+        log.warning(
+            "%s: dataset(s) %s predate manifests and %s; recorded with this run's configuration",
+            root, adopted, FEATURES_CONFIG_NAME + " is missing",
+        )  # fmt: skip
+    return adopted
 
 
 def remove_dataset(directory: str | Path, dataset: str) -> None:

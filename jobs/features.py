@@ -247,6 +247,8 @@ def run_features(
     except mf.ManifestError as err:
         raise FeatureInputError(str(err)) from err
     manifest = previous or mf.Manifest()
+    if previous is None:  # a directory from before manifests: its other datasets stay readable
+        mf.adopt_legacy_datasets(output_dir, manifest, features, files)
     identities = {f: mf.file_identity(f) for names in good.values() for f in names}
     from adhunt import __version__
 
@@ -351,6 +353,8 @@ def run_features(
                     mf.remove_dataset(output_dir, dataset)
                     manifest.datasets.pop(dataset, None)
                     logger.info("removed dataset %s (another configuration; --restart)", dataset)
+            if previous is None:  # restored tables from before manifests are recorded again
+                mf.adopt_legacy_datasets(output_dir, manifest, features, [])
             if previous is None and not manifest.datasets:
                 (output_dir / mf.MANIFEST_NAME).unlink(missing_ok=True)
             else:

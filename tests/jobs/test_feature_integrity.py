@@ -190,3 +190,18 @@ def test_datasets_with_different_feature_configurations_are_refused(files, tmp_p
     with pytest.raises(FeatureTableError, match=r"radius"):
         read_table(out, allow_partial=True)  # --allow-partial is about missing chunks only
     assert len(read_table(out, ["qcd"])) == expected_cutflow(KINDS)["two_jets"]
+
+
+def test_directory_from_before_manifests_stays_readable(files, tmp_path):
+    """Tables written without a manifest: read as before; a run over another dataset records
+    them (their configuration from features_config.json) instead of orphaning them."""
+    out = tmp_path / "out"
+    run_features({"qcd": [str(files["a"])]}, out, chunksize=60)
+    (out / "manifest.json").unlink()  # as an older adhunt left it
+    legacy = read_table(out)
+    run_features({"sig": [str(files["b"])]}, out, chunksize=60)
+    both = read_table(out)
+    pd.testing.assert_frame_equal(both[both["dataset"] == "qcd"].reset_index(drop=True), legacy)
+    assert load_manifest(out).datasets["qcd"].status == "complete"
+    with pytest.raises(FeatureInputError, match=r"'sig'.*radius: 1\.0 vs 0\.4"):
+        run_features({"qcd": [str(files["a"])]}, out, FeatureConfig(radius=0.4), chunksize=60)
