@@ -423,9 +423,10 @@ def finish_dataset(
     record to keep. Done chunks are the files on disk with a matching stamp; the cutflow and
     warnings are summed from their stamps in chunk order, so a resumed run's equal an
     uninterrupted one's. With ``skip_missing`` (--skip-bad-files) a run that went through ends
-    ``complete`` and the chunks it skipped are no longer expected. A dataset that did not complete goes back to its previous complete tables when it
-    had some (``failed``; returns that record, or None for tables that predate manifests), else
-    it is kept, marked, for a resume."""
+    ``complete`` and the chunks it skipped are no longer expected. A dataset that did not
+    complete goes back to its previous complete tables when it had some (``failed``; returns
+    that record, or None for tables that predate manifests), else it is kept, marked, for a
+    resume."""
     folder = Path(directory) / dataset
     chunks = list(new.chunks)
     fp = new.fingerprint
