@@ -151,7 +151,9 @@ class ScanConfig:
     the training sidebands, ``"window"`` (default: adjacent sidebands as wide as the window, as in
     CWoLa hunting), ``"all"`` (every event outside the window) or a width in GeV.
     ``max_sideband_ratio`` subsamples the training sidebands to at most that many times the SR
-    events (None: all). ``n_ensemble`` overrides the classifier ensemble size of the method
+    events (None: all). ``decorrelate="qr"``: each window's model also fits the quantile
+    regression of its k-fold score versus mjj on every event outside the window and the cuts are
+    made on the decorrelated score, which keeps the same fraction at every mjj. ``n_ensemble`` overrides the classifier ensemble size of the method
     (default 1 in a scan: the k folds already average out the training noise of one window, and
     the benchmark found no loss of power against 5 members at 5x the cost; None: the method's).
 
@@ -182,6 +184,7 @@ class ScanConfig:
     seed: int = 0
     sideband_width: float | str = "window"
     max_sideband_ratio: float | None = None
+    decorrelate: str = "none"  # "qr": cut on the mjj-decorrelated score (models/decorrelation.py)
     # windows
     window_width: float = 400.0
     window_step: float = 100.0
@@ -315,6 +318,8 @@ class ScanConfig:
             value = getattr(self, name)
             if value is not None:
                 put(name, str(value))
+        if self.decorrelate not in ("none", "qr"):
+            raise ValueError(f"ScanConfig.decorrelate must be none or qr, got {self.decorrelate!r}")
         if self.backend is not None and self.backend not in ("hgb", "mlp"):
             raise ValueError(f"ScanConfig.backend must be hgb, mlp or None, got {self.backend!r}")
         if self.method_config is not None and not isinstance(self.method_config, str | dict):

@@ -34,6 +34,29 @@ def pseudorapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray
     return np.arcsinh(np.asarray(pz) / np.hypot(px, py))
 
 
+def leading_is_lighter(mass_a: np.ndarray, mass_b: np.ndarray) -> np.ndarray:
+    """Per event: is the leading-pT jet j1 (the lighter one)? Equal masses: yes.
+
+    The one rule that orders j1/j2: the feature columns, the extended columns and the jet images
+    all follow it, so column ``..._j1`` and image channel 0 describe the same jet.
+    """
+    return np.asarray(mass_a) <= np.asarray(mass_b)
+
+
+def by_mass_order(per_jet: np.ndarray, a_is_light: np.ndarray) -> np.ndarray:
+    """(n_events, 2, ...) values of (leading, subleading) jets -> (j1 = lighter, j2 = heavier)."""
+    per_jet = np.asarray(per_jet)
+    swap = ~np.asarray(a_is_light, dtype=bool)
+    out = per_jet.copy()
+    out[swap, 0], out[swap, 1] = per_jet[swap, 1], per_jet[swap, 0]
+    return out
+
+
+def jet_masses(jet_a: dict[str, np.ndarray], jet_b: dict[str, np.ndarray]):
+    """Invariant masses of the two leading jets (px/py/pz/E dicts)."""
+    return tuple(invariant_mass(j["px"], j["py"], j["pz"], j["E"]) for j in (jet_a, jet_b))
+
+
 def dijet_features(
     jet_a: dict[str, np.ndarray],
     jet_b: dict[str, np.ndarray],
@@ -63,7 +86,7 @@ def dijet_features(
         if mass_a.shape != (n,) or mass_b.shape != (n,):
             raise ValueError(f"masses must have shape ({n},), got {mass_a.shape}, {mass_b.shape}")
     mjj = invariant_mass(*(a[k] + b[k] for k in ("px", "py", "pz", "E")))
-    a_is_light = mass_a <= mass_b
+    a_is_light = leading_is_lighter(mass_a, mass_b)
 
     def by_mass(value_a: np.ndarray, value_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         light = np.where(a_is_light, value_a, value_b)

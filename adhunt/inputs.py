@@ -15,6 +15,16 @@ Conventions:
 * Event weights: ``genWeight`` for simulation, 1 for data (declared ``is_data`` in the fileset
   metadata, or no ``genWeight`` branch), times an optional per-dataset scale
   (cross-section x luminosity / sum of generator weights, :func:`normalisation`).
+* Physical momenta: a candidate (or fat jet) with pT <= 0 (negative or zero energy once the
+  mass is 0), or with a mass below ``-MASS_ROUNDING x |p|``, is not a particle; its event is
+  rejected and counted, like NaN/inf (:func:`physical_events`). Real NanoAOD does store small
+  negative masses: ``PFCands_mass`` down to -1.9 MeV (|m|/|p| <= 1.6e-4) in PFNanoAOD and
+  ``PFCand_mass`` down to -4 keV in v15, i.e. M() of a massless float32 four-vector computed
+  with rounding (-sqrt(-m2)); those are accepted (clustering uses m2, so they act as |m|, a
+  relative change below 1e-6 of the energy). ``FatJet_msoftdrop`` uses -1 for "soft drop found
+  no subjets" (seen in the v15 and collision-data samples); it is not a kinematic input here
+  and is not checked (``jet_mass="msoftdrop"`` then gives mj = -1 for such jets, and the
+  feature processor reports how many selected jets had it).
 * Delphes: energy-flow objects (EFlowTrack, EFlowPhoton, EFlowNeutralHadron) play the role of PF
   candidates; Delphes ``FatJet`` the role of NanoAOD ``FatJet`` (``Tau_5`` holds tau_1..tau_5).
 """
@@ -43,6 +53,9 @@ SCHEMAS = ("nanoaod", "delphes")
 #: The tree a schema's files hold when the fileset does not name one.
 DEFAULT_TREES = {"nanoaod": "Events", "delphes": "Delphes"}
 HLT_PREFIX = "HLT_"
+#: A negative mass m with |m| <= MASS_ROUNDING x |p| is float rounding of a massless particle
+#: (3x sqrt(float32 epsilon); real NanoAOD has |m|/|p| up to 1.6e-4): accepted.
+MASS_ROUNDING = 1e-3
 
 
 class InputError(ValueError):
@@ -184,6 +197,17 @@ def delphes_candidates(events: Any) -> ak.Array:
 
 def _materialize(array: ak.Array) -> ak.Array:
     return ak.materialize(array) if hasattr(ak, "materialize") else array
+
+
+def physical_events(pt: ak.Array, eta: ak.Array, mass: ak.Array) -> np.ndarray:
+    """Events whose objects (candidates or jets) all have pT > 0 and mass >= -MASS_ROUNDING |p|.
+
+    pT > 0 makes the energy positive whatever the mass. Non-finite values fail too (the
+    processor rejects, and counts, those first). See the module doc for what real files hold.
+    """
+    momentum = abs(pt * np.cosh(eta))
+    ok = (pt > 0) & (mass >= -MASS_ROUNDING * momentum)
+    return np.asarray(ak.to_numpy(ak.all(ok, axis=1)), dtype=bool)
 
 
 # --- event weights ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from adhunt.config import write_json
-from adhunt.tables import MANIFEST_NAME, chunk_filename
+from adhunt.tables import MANIFEST_NAME, chunk_filename, image_path
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +278,16 @@ def check_directory(
 
 
 def move_aside(directory: str | Path, dataset: str, files: Iterable[Path]) -> int:
-    """Move a dataset's replaced chunk files to ``.previous/<dataset>/`` (restored on failure)."""
+    """Move a dataset's replaced chunk files (and their jet images) to ``.previous/<dataset>/``
+    (restored on failure)."""
     target = Path(directory) / PREVIOUS_DIR / dataset
     n = 0
     for path in files:
         target.mkdir(parents=True, exist_ok=True)
         path.replace(target / path.name)
+        images = image_path(path)
+        if images.is_file():
+            images.replace(target / images.name)
         n += 1
     return n
 
@@ -297,10 +301,11 @@ def restore_previous(directory: str | Path, dataset: str, keep: Iterable[str]) -
         for path in folder.glob("*.parquet"):
             if path.name not in keep:
                 path.unlink()
+                image_path(path).unlink(missing_ok=True)
     aside = Path(directory) / PREVIOUS_DIR / dataset
     if aside.is_dir():
         folder.mkdir(parents=True, exist_ok=True)
-        for path in aside.glob("*.parquet"):
+        for path in aside.iterdir():
             path.replace(folder / path.name)
         discard_previous(directory, dataset)
 
@@ -404,6 +409,7 @@ def prepare_dataset(
     elif stale:
         for path in stale:
             path.unlink()
+            image_path(path).unlink(missing_ok=True)
         log.info("dataset %s: removed %d chunk(s) of an unfinished run", dataset, len(stale))
     return done
 

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["curve_for_json", "plot_sic", "rejection_at", "roc_sic"]
+__all__ = [
+    "comparison_row",
+    "curve_for_json",
+    "plot_sic",
+    "rejection_at",
+    "roc_sic",
+    "signal_efficiency_at",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,40 @@ def rejection_at(result: Mapping[str, Any], eps_s: float) -> float | None:
         return None
     b = eb[reach[0]]
     return float(1.0 / b) if b > 0 else math.inf
+
+
+def signal_efficiency_at(result: Mapping[str, Any], eps_b: float) -> float:
+    """Signal efficiency of the loosest cut whose background efficiency is at most ``eps_b``.
+
+    A step function read off the ROC points (no interpolation): the cut a user could make.
+    """
+    if not 0.0 < float(eps_b) <= 1.0:
+        raise ValueError(f"background efficiency must be in (0, 1], got {eps_b!r}")
+    es, eb = np.asarray(result["eps_s"]), np.asarray(result["eps_b"])
+    ok = np.flatnonzero(eb <= float(eps_b) * (1 + 1e-12))
+    return float(es[ok[-1]]) if ok.size else 0.0
+
+
+#: Background efficiencies of the comparison table's signal-efficiency columns.
+COMPARISON_EPS_B = (0.01, 0.001)
+
+
+def comparison_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    """One method's line of a comparison: max SIC, AUC, signal efficiency at 1% / 0.1% background.
+
+    ``n_bkg_at_*``: background events behind each efficiency (few means a noisy number).
+    """
+    row: dict[str, Any] = {
+        "max_sic": result.get("max_sic"),
+        "auc": float(result["auc"]),
+        "eps_s_at_max_sic": result.get("eps_s_at_max_sic"),
+    }
+    for eb in COMPARISON_EPS_B:
+        row[f"eps_s_at_eps_b_{eb:g}"] = signal_efficiency_at(result, eb)
+        row[f"n_bkg_at_eps_b_{eb:g}"] = math.floor(eb * int(result["n_background"]) + 1e-9)
+    row["n_signal"] = int(result["n_signal"])
+    row["n_background"] = int(result["n_background"])
+    return row
 
 
 def curve_for_json(result: Mapping[str, Any], max_points: int = 300) -> dict[str, Any]:

@@ -254,14 +254,16 @@ def rebuild_training_table(
     columns: Iterable[str],
     datasets: Iterable[str] | None = None,
     what: str = "training table",
+    allow_duplicates: bool = False,
 ) -> Any:
     """The table a model trained on, read again from the record (with the same signal injection).
 
     ``columns``: the features needed (``mjj`` is added); ``datasets`` overrides the recorded ones.
-    Raises :class:`ProvenanceError` when the record names no table (trained on a DataFrame).
+    Raises :class:`ProvenanceError` when the record names no table (trained on a DataFrame);
+    repeated (run, event) keys are an error unless ``allow_duplicates`` (as for ``train``).
     """
     from adhunt.injection import inject_columns, inject_signal
-    from adhunt.tables import read_table
+    from adhunt.tables import check_unique_events, read_table
 
     if record.features_dir is None:
         raise ProvenanceError(
@@ -269,14 +271,18 @@ def rebuild_training_table(
         )
     columns = list(dict.fromkeys([*columns, "mjj"]))
     used = list(datasets) if datasets is not None else record.datasets
-    table = read_table(record.features_dir, used, columns, what=what)
+    allow = {"allow_duplicates": allow_duplicates}
+    table = read_table(record.features_dir, used, columns, what=what, **allow)
     if record.injection is not None:
         inj = record.injection
         if inj.signal_dir is None:
             raise ProvenanceError(f"{what}: the injected signal was an in-memory table")
-        signal = read_table(inj.signal_dir, inj.signal_datasets, columns, what=f"{what} (signal)")
+        signal = read_table(
+            inj.signal_dir, inj.signal_datasets, columns, what=f"{what} (signal)", **allow
+        )
         keep = inject_columns(table, signal, columns)
         table = inject_signal(table[keep], signal[keep], inj.n_injected, inj.seed)
+        check_unique_events(table, f"{what} with the injected signal", **allow)
     return table
 
 

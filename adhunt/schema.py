@@ -69,3 +69,46 @@ DERIVED_FEATURES: dict[str, tuple[str, str]] = {
 
 #: Default inputs of the sliding-window scan: the standard features with the masses scaled by mjj.
 SCAN_FEATURES = ("mj1_over_mjj", "delta_mj_over_mjj", "tau21_j1", "tau21_j2")
+
+# --- optional columns (``adhunt features --extended`` / ``--images``) -----------------------------
+# Written only when configured, after FEATURE_COLUMNS, and listed in ``features_config.json``
+# ("extra_columns"); the table readers refuse extra columns a directory does not declare.
+
+#: N-subjettiness exponents of the extended set, and their tag in column names (0.5 -> "05").
+EXTENDED_BETAS = (0.5, 1.0, 2.0)
+EXTENDED_N_MAX = 5
+
+
+def beta_tag(beta: float) -> str:
+    """Column-name tag of an angular exponent: 0.5 -> "05", 1.0 -> "1", 2.0 -> "2"."""
+    text = f"{beta:g}"
+    return text.replace(".", "") if text.startswith("0.") else text.replace(".", "p")
+
+
+def extended_columns() -> tuple[str, ...]:
+    """Columns of the extended substructure set, per jet j1 (lighter) and j2 (heavier):
+
+    - ``tau{N}_b{B}_j{k}``: tau_N, N = 1..5, at beta = 0.5, 1, 2 (B = 05, 1, 2), R0 = jet radius
+      (``tau{N}_b1_j{k}`` equals ``tau{N}_j{k}`` of the default set when its beta is 1);
+    - ``tau{N}{N-1}_b{B}_j{k}``: the ratios tau21, tau32, tau43, tau54 (0 on a zero denominator);
+    - ``msd_j{k}``: soft-drop mass (z_cut 0.1, beta 0 by default; GeV);
+    - ``d2_j{k}``: energy-correlation ratio D2 (beta 1) of the ungroomed jet;
+    - ``nconst_j{k}``: number of constituents.
+
+    Jet pT and eta are ``pt_j{k}``/``eta_j{k}`` of :data:`FEATURE_COLUMNS`.
+    """
+    names = []
+    for k in (1, 2):
+        for beta in EXTENDED_BETAS:
+            tag = beta_tag(beta)
+            names += [f"tau{n}_b{tag}_j{k}" for n in range(1, EXTENDED_N_MAX + 1)]
+            names += [f"tau{n}{n - 1}_b{tag}_j{k}" for n in range(2, EXTENDED_N_MAX + 1)]
+        names += [f"msd_j{k}", f"d2_j{k}", f"nconst_j{k}"]
+    return tuple(names)
+
+
+#: Columns written with jet images: per jet, the pT inside the image grid before normalisation
+#: (GeV) and the number of constituents dropped because they fell outside it.
+IMAGE_COLUMNS = ("image_pt_j1", "image_pt_j2", "image_outside_j1", "image_outside_j2")
+#: Suffix of a chunk's image file, next to its parquet table (``<chunk>.images.npy``).
+IMAGE_SUFFIX = ".images.npy"

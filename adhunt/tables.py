@@ -22,12 +22,21 @@
   - ``dataset``: the name of the file's first directory below the path read, or, for files
     directly in it, the path's own name (a single file: its stem);
   - ``run``: a per-file number, CRC-32 of the file's *name* (31 bits), so two files read together
-    do not share keys unless they have the same name (then keys may repeat: such events share a
-    fold, which keeps k-fold scoring honest);
+    do not share keys unless they have the same name (then keys repeat, which is refused like any
+    repeated key, see below: give such files ``run``/``event`` columns);
   - ``event``: the 1-based row number within its file. A WARNING is logged: the k-fold split (and
     whether ``adhunt score`` treats an event as seen in training) then rests on the row order,
     which is deterministic for the same files but changes if a file is rewritten in another order;
-  - ``truth_label``: -1 (unknown).
+  - ``truth_label``: -1 (unknown);
+  - ``luminosityBlock``: 0, ``weight``: 1 (unweighted).
+
+  No other column is ever filled in: a column a caller needs that a file lacks is an error naming
+  the column and the file (in a chunk directory every chunk must hold every column of the
+  schema, except those of :data:`_OLD_TABLE_DEFAULTS` when all chunks predate them).
+
+Every table is checked for repeated (run, event) keys (:func:`check_unique_events`): a file or
+dataset read twice would count its events twice; ``allow_duplicates`` turns the error into a
+WARNING (``--allow-duplicates``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import contextlib
 import contextvars
 import hashlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -46,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adhunt.schema import FEATURE_COLUMNS, RESONANT_VARIABLE
+from adhunt.schema import FEATURE_COLUMNS, IMAGE_SUFFIX, RESONANT_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,8 @@ TABLE_DEFAULTS = {
     "run": "CRC-32 of the file name (31 bits)",
     "event": "1-based row number within the file (k-fold keys follow the row order: WARNING)",
     "truth_label": -1,
+    "luminosityBlock": 0,
+    "weight": 1.0,
 }
 UNKNOWN_TRUTH = -1
 BOOKKEEPING_COLUMNS = ("dataset", "run", "luminosityBlock", "event", "truth_label", "weight")
@@ -76,6 +88,84 @@ BOOKKEEPING_COLUMNS = ("dataset", "run", "luminosityBlock", "event", "truth_labe
 
 class FeatureTableError(ValueError):
     """A feature directory that cannot be read back consistently."""
+
+
+class DuplicateEventsError(FeatureTableError):
+    """A table whose (run, event) keys repeat: its events would be counted (and folded) twice."""
+
+
+#: The key that identifies an event everywhere (k-fold split, training keys, duplicate checks).
+EVENT_KEY = ("run", "event")
+
+
+def check_unique_events(
+    frame: pd.DataFrame,
+    what: str = "feature table",
+    *,
+    allow_duplicates: bool = False,
+    row_files: Sequence[str] | np.ndarray | None = None,
+    hint: str = "",
+) -> int:
+    """Refuse a table in which a (run, event) key occurs more than once; returns how many repeat.
+
+    The one duplicate check of every command (``train``, ``score``, ``evaluate``, ``infer``'s
+    reference tables, ``scan``): a repeated key is a file or dataset read twice (its events
+    would be counted twice and share a fold), or two samples numbered alike. The error
+    (:class:`DuplicateEventsError`) names how many keys repeat, one of them, and the dataset(s)
+    and, with ``row_files`` (the file of each row), the file(s) holding it. With
+    ``allow_duplicates`` a WARNING says the same and the table is used as it is.
+    """
+    keys = list(EVENT_KEY)
+    if len(frame) == 0 or any(c not in frame.columns for c in keys):
+        return 0
+    repeated = _repeated_keys(frame["run"].to_numpy(), frame["event"].to_numpy())
+    if repeated is None:
+        repeated = frame.duplicated(keys, keep=False).to_numpy()
+    if not repeated.any():
+        return 0
+    rows = frame.loc[repeated, keys]
+    n_keys = len(rows.drop_duplicates())
+    run, event = (int(v) for v in rows.iloc[0])
+    example = np.flatnonzero(
+        repeated & (frame["run"].to_numpy() == run) & (frame["event"].to_numpy() == event)
+    )
+    where = []
+    if "dataset" in frame.columns:
+        names = list(dict.fromkeys(str(d) for d in frame["dataset"].to_numpy()[example]))
+        where.append(f"dataset(s) {', '.join(names)}")
+    if row_files is not None:
+        files = list(dict.fromkeys(str(row_files[i]) for i in example))
+        where.append(f"file(s) {', '.join(files[:4])}" + (" ..." if len(files) > 4 else ""))
+    datasets = ""
+    if "dataset" in frame.columns:
+        involved = sorted(set(map(str, frame.loc[repeated, "dataset"])))
+        datasets = f"; repeats in dataset(s) {', '.join(involved[:8])}"
+    message = (
+        f"{what}: {n_keys} (run, event) key(s) occur more than once ({int(repeated.sum())} rows), "
+        f"e.g. run {run}, event {event} in {'; '.join(where) or 'the table'}{datasets}{hint}"
+    )
+    if not allow_duplicates:
+        raise DuplicateEventsError(
+            f"{message}; the events would be counted twice (read each file once, or use "
+            "--allow-duplicates if they are distinct events)"
+        )
+    log.warning("%s; used as they are (--allow-duplicates)", message)
+    return n_keys
+
+
+def _repeated_keys(run: np.ndarray, event: np.ndarray) -> np.ndarray | None:
+    """Rows whose (run, event) occurs more than once, from one sorted int64 per row (about 10x
+    faster than a two-column ``duplicated`` when nothing repeats, the usual case); None when the
+    numbers do not fit 31 + 32 bits."""
+    if not (np.issubdtype(run.dtype, np.integer) and np.issubdtype(event.dtype, np.integer)):
+        return None
+    if run.min() < 0 or run.max() >= 2**31 or event.min() < 0 or event.max() >= 2**32:
+        return None
+    key = (run.astype(np.int64) << 32) | event.astype(np.int64)
+    ordered = np.sort(key)
+    if not np.any(ordered[1:] == ordered[:-1]):
+        return np.zeros(len(key), dtype=bool)
+    return pd.Series(key).duplicated(keep=False).to_numpy()
 
 
 def chunk_filename(dataset: str, filename: str, entrystart: int, entrystop: int) -> str:
@@ -96,10 +186,12 @@ def make_feature_frame(
     *,
     luminosity_block: np.ndarray | None = None,
     weight: np.ndarray | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """A feature table with exactly :data:`FEATURE_COLUMNS`, in order, with fixed dtypes.
 
     ``luminosity_block`` defaults to 0 (unknown) and ``weight`` to 1 (unweighted events).
+    ``extra``: configured optional columns (extended set, image sums), appended in their order.
     """
     n = len(run)
     columns: dict[str, object] = {
@@ -117,10 +209,16 @@ def make_feature_frame(
             if name not in features:
                 raise KeyError(f"feature column {name!r} missing")
             columns[name] = np.asarray(features[name], dtype=np.float64)
+    names = list(FEATURE_COLUMNS)
+    for name, values in (extra or {}).items():
+        if name in columns:
+            raise ValueError(f"extra column {name!r} clashes with a feature-table column")
+        columns[name] = np.asarray(values)
+        names.append(name)
     for name, values in columns.items():
         if len(values) != n:
             raise ValueError(f"column {name!r} has {len(values)} rows, expected {n}")
-    return pd.DataFrame({name: columns[name] for name in FEATURE_COLUMNS})
+    return pd.DataFrame({name: columns[name] for name in names})
 
 
 def write_chunk(
@@ -154,6 +252,28 @@ def write_chunk(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def image_path(chunk: str | Path) -> Path:
+    """The image file of a chunk table: ``<chunk stem>.images.npy`` next to it."""
+    chunk = Path(chunk)
+    return chunk.with_name(chunk.name.removesuffix(".parquet") + IMAGE_SUFFIX)
+
+
+def write_chunk_images(images: np.ndarray, output_dir: str | Path, relative_path: str) -> Path:
+    """Write the jet images of chunk ``relative_path`` (its parquet path) atomically.
+
+    Called BEFORE :func:`write_chunk`: the parquet table is what marks a chunk as done, so a
+    killed job leaves at most an image file without its table, which readers never look at (they
+    go from tables to images) and the next run's :func:`clear_datasets` removes.
+    """
+    path = image_path(Path(output_dir) / relative_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(images, dtype=np.float32))
+    os.replace(tmp, path)
     return path
 
 
@@ -227,6 +347,22 @@ def read_features(
     (unless ``allow_partial``, default: :func:`partial_reading`'s setting), holds files the
     manifest does not list, or mixes feature configurations.
     """
+    return _read_chunks(output_dir, datasets, allow_partial=allow_partial)[0]
+
+
+def _read_chunks(
+    output_dir: str | Path,
+    datasets: Iterable[str] | None = None,
+    *,
+    allow_partial: bool | None = None,
+) -> tuple[pd.DataFrame, list[tuple[Path, int]]]:
+    """:func:`read_features` and the chunk file of each row (``[(file, n_rows), ...]`` in order).
+
+    Every chunk must hold every column of :data:`FEATURE_COLUMNS` (a missing one is an error
+    naming the column and the chunk: filling it would hand NaN to a model, or mix table
+    versions), except the columns added later (:data:`_OLD_TABLE_DEFAULTS`), which are filled
+    only when every chunk lacks them (a directory written by one older version).
+    """
     from adhunt.manifest import ManifestError, check_directory
 
     if datasets is not None:
@@ -240,21 +376,151 @@ def read_features(
         raise FeatureTableError(str(err)) from err
     if not files:
         raise FeatureTableError(f"no feature tables in {output_dir}")
-    frames = [pd.read_parquet(path) for path in files]
+    frames, sources = [], []
+    first: tuple[Path, list[str]] | None = None
+    for path in files:
+        frame = pd.read_parquet(path)
+        missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
+        lacking = [c for c in missing if c not in _OLD_TABLE_DEFAULTS]
+        if lacking:
+            raise FeatureTableError(
+                f"feature table {path} lacks column(s) {lacking} (a chunk of another adhunt "
+                "version or a damaged one; rerun adhunt features for its dataset)"
+            )
+        if first is None:
+            first = (path, missing)
+        elif missing != first[1]:
+            raise FeatureTableError(
+                f"feature table {path} lacks column(s) {missing} but {first[0]} lacks "
+                f"{first[1]}: the chunks were written by different adhunt versions; rerun "
+                "adhunt features"
+            )
+        frames.append(frame)
+        sources.append((path, len(frame)))
+    extra = _extra_columns(output_dir, files, frames)
     frame = pd.concat(frames, ignore_index=True)
-    missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
-    defaults = {c: _OLD_TABLE_DEFAULTS[c] for c in missing if c in _OLD_TABLE_DEFAULTS}
+    defaults = {c: _OLD_TABLE_DEFAULTS[c] for c in first[1]}
     if defaults:  # tables written before these columns existed: unweighted, no lumi blocks
         log.warning(
             "feature tables in %s predate column(s) %s; filled with %s",
             output_dir, sorted(defaults), defaults,
         )  # fmt: skip
         frame = frame.assign(**defaults)
-        missing = [c for c in missing if c not in defaults]
-    if missing:
-        raise FeatureTableError(f"feature tables in {output_dir} lack column(s) {missing}")
-    frame = frame[list(FEATURE_COLUMNS)]
-    return frame.astype(_INT_COLUMNS)
+    frame = frame[[*FEATURE_COLUMNS, *extra]]
+    return frame.astype(_INT_COLUMNS), sources
+
+
+def features_echo(output_dir: str | Path) -> dict:
+    """The ``features_config.json`` of a feature directory ({} when it has none)."""
+    path = Path(output_dir) / FEATURES_CONFIG_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FeatureTableError(f"{path} is not valid JSON: {err}") from err
+
+
+def _extra_columns(output_dir: str | Path, files: list[Path], frames: list[pd.DataFrame]):
+    """The optional columns of a chunk directory, in order: declared in its
+    ``features_config.json`` ("extra_columns"), and the same in every chunk (a mix of runs with
+    and without ``--extended``/``--images`` is refused instead of read with holes)."""
+    declared = list(features_echo(output_dir).get("extra_columns", []))
+    known = set(FEATURE_COLUMNS) | set(_OLD_TABLE_DEFAULTS)
+    for path, frame in zip(files, frames, strict=True):
+        present = [c for c in frame.columns if c not in known]
+        undeclared = [c for c in present if c not in declared]
+        if undeclared:
+            raise FeatureTableError(
+                f"{path} has column(s) {undeclared[:5]} that {output_dir}/{FEATURES_CONFIG_NAME} "
+                "does not declare (a table of another features run?)"
+            )
+        absent = [c for c in declared if c not in frame.columns]
+        if absent:
+            raise FeatureTableError(
+                f"{path} lacks the configured column(s) {absent[:5]} "
+                "(a table of a run without the same --extended/--images options?)"
+            )
+    return declared
+
+
+def read_images(output_dir: str | Path, datasets: Iterable[str] | None = None) -> np.ndarray:
+    """Jet images of a chunk directory: float32 [N, 2, S, S], row for row aligned with
+    :func:`read_table` of the same directory and datasets (channel 0 = j1, the lighter jet).
+
+    Written by ``adhunt features --images`` as one ``.images.npy`` per chunk table. Refuses a
+    directory whose run had no images, a chunk whose image file is missing, and images of
+    another size or row count than the table (each error names the file). Memory: 8 KB per
+    event at S = 32; for larger samples iterate :func:`chunk_image_files` instead.
+    """
+    pairs, size = chunk_image_files(output_dir, datasets)
+    arrays = [np.asarray(_load_images(table, images, size)) for table, images in pairs]
+    if not arrays:
+        return np.zeros((0, 2, size, size), np.float32)
+    return np.concatenate(arrays, axis=0)
+
+
+def iter_chunk_images(
+    output_dir: str | Path, datasets: Iterable[str] | None = None
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """(chunk table, its images) chunk by chunk, in :func:`read_images` order, each checked as
+    there; the images are read-only memory maps, so a training loop holds one chunk at a time.
+    All chunks are checked to have an image file before the first is yielded."""
+    pairs, size = chunk_image_files(output_dir, datasets)
+    for table, images in pairs:
+        yield table, _load_images(table, images, size)
+
+
+def chunk_image_files(
+    output_dir: str | Path, datasets: Iterable[str] | None = None
+) -> tuple[list[tuple[Path, Path]], int]:
+    """(table, image file) of each chunk in :func:`read_features` order, and the image size.
+
+    Accepts a chunk directory or one dataset's directory inside it (as :func:`read_table`).
+    """
+    root = Path(output_dir)
+    wanted = None if datasets is None else list(datasets)
+    if not is_chunk_directory(root) and is_chunk_dataset_directory(root):
+        if wanted is not None and wanted != [root.name]:
+            raise FeatureTableError(f"{root} holds only dataset {root.name!r}, asked for {wanted}")
+        root, wanted = root.parent, [root.name]
+    spec = features_echo(root).get("images")
+    if not spec:
+        raise FeatureTableError(
+            f"{root} has no jet images (no {FEATURES_CONFIG_NAME} declaring them: run "
+            "`adhunt features --images`)"
+        )
+    size = int(spec["size"])
+    files = chunk_files(root, wanted)
+    if not files:
+        raise FeatureTableError(f"no feature tables in {root}")
+    pairs = []
+    for table in files:
+        images = image_path(table)
+        if not images.is_file():
+            raise FeatureTableError(
+                f"chunk {table} has no image file {images.name} (directory written with images "
+                "for only some chunks?)"
+            )
+        pairs.append((table, images))
+    return pairs, size
+
+
+def _load_images(table: Path, images: Path, size: int) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    try:
+        array = np.load(images, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise FeatureTableError(f"{images} is not a readable .npy image file ({err})") from err
+    rows = pq.ParquetFile(table).metadata.num_rows
+    expected = (rows, 2, size, size)
+    if array.shape != expected or array.dtype != np.float32:
+        raise FeatureTableError(
+            f"{images} holds {array.dtype} images of shape {array.shape}; its table {table.name} "
+            f"and the run's image size need float32 {expected}"
+        )
+    return array
 
 
 def clear_datasets(output_dir: str | Path, datasets: Iterable[str]) -> int:
@@ -266,6 +532,8 @@ def clear_datasets(output_dir: str | Path, datasets: Iterable[str]) -> int:
             for path in directory.glob("*.parquet"):
                 path.unlink()
                 removed += 1
+            for path in directory.glob(f"*{IMAGE_SUFFIX}"):  # images die with their tables
+                path.unlink()
     return removed
 
 
@@ -381,6 +649,7 @@ def read_table(
     columns: Sequence[str] | None = None,
     *,
     what: str = "feature table",
+    allow_duplicates: bool = False,
     allow_partial: bool | None = None,
 ) -> pd.DataFrame:
     """Feature rows of an adhunt chunk directory, a parquet file or a directory of parquet files.
@@ -391,7 +660,9 @@ def read_table(
     foreign table is read with only those plus the bookkeeping columns. Every file of a foreign
     table must default the same bookkeeping columns (a mix would mix key definitions). Errors
     (:class:`FeatureTableError`) start with ``what`` and name the file. The index is a fresh
-    RangeIndex; ``run``/``event`` are int64, ``truth_label`` int32. An ``adhunt features``
+    RangeIndex; ``run``/``event`` are int64, ``truth_label`` int32. A (run, event) key that
+    occurs twice is a :class:`DuplicateEventsError` naming the files, or with
+    ``allow_duplicates`` a WARNING (:func:`check_unique_events`). An ``adhunt features``
     directory whose manifest says it is incomplete is refused unless ``allow_partial`` (default:
     :func:`partial_reading`'s setting, i.e. the CLI's ``--allow-partial``).
     """
@@ -405,19 +676,25 @@ def read_table(
     if chunks or is_chunk_dataset_directory(root):
         try:
             if chunks:
-                frame = read_features(root, wanted, allow_partial=allow_partial)
+                frame, sources = _read_chunks(root, wanted, allow_partial=allow_partial)
             else:  # one dataset of a chunk directory: its name is the dataset's
                 if wanted is not None and wanted != [root.name]:
                     raise FeatureTableError(
                         f"{root} holds only dataset {root.name!r}, asked for {wanted}"
                     )
-                frame = read_features(root.parent, [root.name], allow_partial=allow_partial)
+                frame, sources = _read_chunks(root.parent, [root.name], allow_partial=allow_partial)
         except FeatureTableError as err:
             raise FeatureTableError(f"{what}: {err}") from err
         needed = list(dict.fromkeys([RESONANT_VARIABLE, *(columns or ())]))
         missing = [c for c in needed if c not in frame.columns]
         if missing:
-            raise FeatureTableError(f"{what}: feature directory {root} lacks column(s) {missing}")
+            raise FeatureTableError(
+                f"{what}: feature directory {root} lacks column(s) {missing} (e.g. in "
+                f"{sources[0][0]}); its tables have {list(frame.columns)}"
+            )
+        check_unique_events(
+            frame, what, allow_duplicates=allow_duplicates, row_files=_row_files(sources)
+        )
         return frame
     try:
         files = table_files(root)
@@ -427,6 +704,7 @@ def read_table(
         raise FeatureTableError(f"{what}: no parquet files in {root}")
     frames: list[pd.DataFrame] = []
     first: tuple[Path, list[str], set[str]] | None = None
+    sources: list[tuple[Path, int]] = []
     for file in files:
         frame, defaulted = _read_foreign_file(root, file, columns, what)
         if first is None:
@@ -443,7 +721,9 @@ def read_table(
                 "the files mix definitions"
             )
         frames.append(frame)
+        sources.append((file, len(frame)))
     frame = pd.concat(frames, ignore_index=True)
+    row_files = _row_files(sources)
     extra = [c for c in frame.columns if c not in BOOKKEEPING_COLUMNS]
     frame = frame[["dataset", "run", "event", *extra, "truth_label"]]
     if "event" in first[1]:
@@ -459,5 +739,21 @@ def read_table(
             raise FeatureTableError(
                 f"{what}: no dataset(s) {unknown} in {root} (datasets: {sorted(present)})"
             )
-        frame = frame[frame["dataset"].isin(wanted)].reset_index(drop=True)
+        keep = frame["dataset"].isin(wanted).to_numpy()
+        frame, row_files = frame[keep].reset_index(drop=True), row_files[keep]
+    hint = ""
+    if "run" in first[1] or "event" in first[1]:
+        hint = (
+            " (the files have no run/event columns: keys default to (CRC-32 of the file name, "
+            "row number), so files with the same name share keys; give them run and event)"
+        )
+    check_unique_events(
+        frame, what, allow_duplicates=allow_duplicates, row_files=row_files, hint=hint
+    )
     return frame
+
+
+def _row_files(sources: Sequence[tuple[Path, int]]) -> np.ndarray:
+    """The file of each row of a concatenation of ``[(file, n_rows), ...]``."""
+    names = np.asarray([str(path) for path, _ in sources], dtype=object)
+    return np.repeat(names, [n for _, n in sources])

@@ -1,167 +1,91 @@
-"""Cost of the feature directory's manifest and input identity, and of resuming (not a test).
+"""Cost of the integrity checks of issue 8 (items 1, 4, 7), as ratios measured side by side.
 
-Measured side by side in ONE run on the same events (machines are noisy: only ratios count):
+* input identity (``adhunt.filesets.load_datasets``: stat of every file, duplicate search) vs the
+  feature pass over the same fileset;
+* the physical-momentum check (``adhunt.inputs.physical_events``) vs the feature pass;
+* the duplicate (run, event) check (``adhunt.tables.check_unique_events``) vs ``read_table`` of
+  the same table (which includes it).
 
-1. ``run_features`` as it is: input identity (stat), preprocessing, chunk stamps, the manifest
-   written before and after, done chunks looked up and the cutflow summed from the stamps;
-2. the same feature pass without that bookkeeping: input checks, one ``coffea`` runner call
-   over the fileset with ``DijetFeatureProcessor``, cutflow and config JSON (what
-   ``run_features`` did before the manifest). Both write the same tables.
+    python benchmarks/bench_integrity.py                      # 4 files x 2000 events, 1M-row table
+    python benchmarks/bench_integrity.py --files 8 --events 5000 --rows 3000000
 
-Alternated (on, off, on, off, ...) into fresh directories, ``--repeats`` times each; the
-overhead is median(on) / median(off) - 1 (target < 3%), in wall and in CPU time of this process
-(the iterative executor works in it; CPU time is far less disturbed by other jobs on a shared
-machine). Also timed directly: the seconds spent inside the bookkeeping functions of
-``adhunt.manifest`` during the "on" runs, as a fraction of those runs.
-
-3. resume of a run that was 90% done: the last 10% of the chunks (in processing order) are
-   removed from a complete directory and ``run_features`` is called again; its wall time as a
-   fraction of the full run (ideal: 0.10 plus start-up).
-
-    python benchmarks/bench_integrity.py --fileset path/to/fileset.json --chunksize 50
+Events come from ``tests/eventfiles.py`` (dijet sprays of 30-80 candidates, as in the tests).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def run_without_manifest(fileset: Path, out: Path, chunksize: int) -> None:
-    """The feature pass without manifest, identity or stamps lookup (the pre-manifest driver)."""
-    from adhunt.config import config_to_dict
-    from adhunt.jobs.executors import ExecutorConfig, coffea_runner
-    from adhunt.jobs.features import check_inputs, load_datasets, summarize_run
-    from adhunt.processors.features import DijetFeatureProcessor, FeatureConfig
-
-    config = FeatureConfig()
-    exec_config = ExecutorConfig("iterative", 1, chunksize)
-    datasets = load_datasets(fileset, config.tree)
-    files = {d: e["files"] for d, e in datasets.items()}
-    good, bad, entries = check_inputs(files, config.missing_branches, config.tree)
-    out.mkdir(parents=True, exist_ok=True)
-    runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
-    with coffea_runner(exec_config, config.schema_class) as runner:
-        result = runner(runnable, DijetFeatureProcessor(config, out), treename=None)
-    _, cutflow = summarize_run(result, bad, good, entries, files)
-    (out / "cutflow.json").write_text(json.dumps({"cutflow": cutflow}, indent=2))
-    (out / "features_config.json").write_text(
-        json.dumps({"features": config_to_dict(config), "fileset": files}, indent=2)
-    )
-
-
-def run_with_manifest(fileset: Path, out: Path, chunksize: int) -> int:
-    from adhunt.jobs.features import run_features
-
-    return run_features(fileset, out, chunksize=chunksize).resumed_chunks
-
-
-BOOKKEEPING = ("load_manifest", "check_other_datasets", "file_identity", "prepare_dataset",
-               "write_manifest", "finish_dataset", "fingerprint")  # fmt: skip
-SPENT = [0.0]
-
-
-def instrument_bookkeeping() -> None:
-    """Wrap the manifest functions ``run_features`` calls with a timer (benchmark only)."""
-    import functools
-
-    from adhunt import manifest
-
-    for name in BOOKKEEPING:
-        fn = getattr(manifest, name)
-
-        @functools.wraps(fn)
-        def wrapper(*a, _fn=fn, **k):
-            start = time.perf_counter()
-            try:
-                return _fn(*a, **k)
-            finally:
-                SPENT[0] += time.perf_counter() - start
-
-        setattr(manifest, name, wrapper)
-
-
-def timed(fn, *args) -> tuple[float, float]:
-    """(wall s, CPU s of this process: the iterative executor works in it, and CPU time is less
-    disturbed by other jobs on a shared machine)."""
-    start, cpu = time.perf_counter(), time.process_time()
-    fn(*args)
-    return time.perf_counter() - start, time.process_time() - cpu
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fileset", type=Path, required=True, help="fileset JSON (a few k events)")
-    parser.add_argument("--chunksize", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--events", type=int, default=2000, help="events per file")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the parquet table")
     args = parser.parse_args()
 
-    import logging
+    import awkward as ak
+    from eventfiles import make_events, write_events
 
-    import uproot
+    from adhunt.filesets import load_datasets
+    from adhunt.inputs import physical_events
+    from adhunt.jobs.features import run_features
+    from adhunt.tables import check_unique_events, read_table
 
-    from adhunt.jobs.features import load_datasets
-    from adhunt.manifest import load_manifest
-    from adhunt.tables import chunk_filename
-
-    logging.basicConfig(level=logging.WARNING)
-    n_events = 0
-    for entry in load_datasets(args.fileset).values():
-        for name, tree in entry["files"].items():
-            with uproot.open(name) as handle:
-                n_events += handle[tree].num_entries
-    with tempfile.TemporaryDirectory(prefix="bench-integrity-") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        run_with_manifest(args.fileset, root / "warmup", args.chunksize)  # imports, fastjet banner
-        instrument_bookkeeping()
-        on, off = [], []
-        for i in range(args.repeats):
-            on.append(timed(run_with_manifest, args.fileset, root / f"on{i}", args.chunksize))
-            off.append(timed(run_without_manifest, args.fileset, root / f"off{i}", args.chunksize))
-        spent_on = SPENT[0]
-        same = all(
-            (root / "on0" / p.relative_to(root / "off0")).is_file()
-            for p in (root / "off0").glob("*/*.parquet")
+        kinds = ["dijet", "dijet", "monojet", "soft"] * (args.events // 4)
+        files = [
+            str(write_events(root / f"f{i}.root", make_events(kinds, seed=i + 1)))
+            for i in range(args.files)
+        ]
+        fileset = {"qcd": files}
+        t_pass = best_of(lambda: run_features(fileset, root / "out", chunksize=10_000), repeat=1)
+        t_identity = best_of(lambda: load_datasets(fileset), repeat=5)
+        cands = make_events(kinds, seed=1)["PFCands"]
+        cols = {f: ak.values_astype(cands[f], np.float64) for f in ("pt", "eta", "mass")}
+        t_physical = best_of(lambda: physical_events(cols["pt"], cols["eta"], cols["mass"]))
+        n_events = len(kinds) * args.files
+        print(f"feature pass: {n_events} events in {args.files} files, {t_pass:.2f} s")
+        print(f"input identity: {t_identity * 1e3:.2f} ms = {t_identity / t_pass:.2e} of the pass")
+        print(
+            f"physical check: {t_physical * args.files * 1e3:.1f} ms "
+            f"= {t_physical * args.files / t_pass:.2%} of the pass"
         )
 
-        # resume a run that was 90% done
-        full = root / "on0"
-        manifest = load_manifest(full)
-        chunks = [(d, c) for d, r in manifest.datasets.items() for c in r.chunks]
-        n_lost = max(1, round(0.1 * len(chunks)))
-        for dataset, chunk in chunks[-n_lost:]:
-            (full / chunk_filename(dataset, *chunk)).unlink()
-        start, cpu = time.perf_counter(), time.process_time()
-        resumed = run_with_manifest(args.fileset, full, args.chunksize)
-        t_resume, cpu_resume = time.perf_counter() - start, time.process_time() - cpu
-
-    print(f"events: {n_events}, chunksize {args.chunksize}, chunks {len(chunks)}, "
-          f"repeats {args.repeats} (alternated)")  # fmt: skip
-    medians = {}
-    for k, what in enumerate(("wall", "CPU")):
-        m_on, m_off = (statistics.median(t[k] for t in ts) for ts in (on, off))
-        medians[what] = m_on
-        print(f"{what:4s} with manifest    : {', '.join(f'{t[k]:.2f}' for t in on)} s "
-              f"(median {m_on:.2f} s)")  # fmt: skip
-        print(f"{what:4s} without manifest : {', '.join(f'{t[k]:.2f}' for t in off)} s "
-              f"(median {m_off:.2f} s)")  # fmt: skip
-        print(f"{what:4s} manifest + input identity overhead: {m_on / m_off - 1:+.1%} "
-              "(target < 3%)")  # fmt: skip
-    total_on = sum(t[0] for t in on)
-    print(f"time inside the manifest bookkeeping: {spent_on:.3f} s of {total_on:.2f} s "
-          f"= {spent_on / total_on:.2%} of the runs with manifest (target < 3%)")  # fmt: skip
-    print(f"same chunk files written: {same}")
-    print(
-        f"resume of a 90%-done run: skipped {resumed} of {len(chunks)} chunks; wall "
-        f"{t_resume:.2f} s = {t_resume / medians['wall']:.2f}, CPU {cpu_resume:.2f} s = "
-        f"{cpu_resume / medians['CPU']:.2f} of the full run (ideal 0.10 + start-up)"
-    )
+        rng = np.random.default_rng(0)
+        n = args.rows
+        table = pd.DataFrame({f"f{i}": rng.normal(size=n) for i in range(12)})
+        table["mjj"] = rng.uniform(2000, 6000, n)
+        table["run"] = np.repeat(np.arange(1, 11), -(-n // 10))[:n]
+        table["event"] = rng.permutation(n)
+        table.to_parquet(root / "table.parquet", index=False)
+        columns = [f"f{i}" for i in range(4)]
+        t_read = best_of(lambda: read_table(root / "table.parquet", None, columns))
+        frame = read_table(root / "table.parquet", None, columns)
+        t_check = best_of(lambda: check_unique_events(frame))
+        print(
+            f"duplicate check: {t_check * 1e3:.0f} ms on {n} rows = {t_check / t_read:.1%} of "
+            f"read_table ({t_read:.2f} s, check included)"
+        )
 
 
 if __name__ == "__main__":

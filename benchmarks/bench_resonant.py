@@ -14,12 +14,24 @@ The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD 
 5. max SIC versus the number of injected signal events for CATHODE and IAD (both retrained per
    injection: the sideband flow sees the injected signal that lands in the sidebands, and the models
    API trains it inside ``fit``, so it is not reused);
+   ``--methods`` takes any method of the registry (``adhunt.models.registry``), so methods added
+   later (ae, vae, tnt, force) join with ``--methods ...,ae,vae``; ``--combine cwola+ae`` adds
+   the rank-averaged combination of two trained methods (``adhunt.models.combine``);
+5b. the same table (max SIC and AUC) for ``--scan-methods`` at every ``--injection-scan`` size
+   (default 300, 1000, 3000), and ``sic_vs_injection.png``: max SIC versus injected signal;
+5c. sculpting (``--sculpt-method``, default cwola; the literature's case is an autoencoder): the
+   method trained on signal-free data, the mjj spectrum after a cut keeping 1% of the SR events
+   on the raw score and on the QR-decorrelated score (``adhunt.models.decorrelation``), each
+   fitted with the dijet function (``adhunt.fitting.fit_background``: p-value, chi2/ndf) and
+   KS-compared with the uncut spectrum; ``sculpting.png`` shows the three spectra;
 6. speed: CATHODE end to end on all the QCD we have (+ injected signal), and the reference flow
    (15-block MAF x 128, batch 256) capped at a few epochs on the same sidebands, projected to the
    ~27 epochs it needs.
 
     nice -n 5 python benchmarks/bench_resonant.py                       # everything, defaults
     nice -n 5 python benchmarks/bench_resonant.py --threads 1           # on a crowded machine
+    python benchmarks/bench_resonant.py --methods cwola,iad,supervised --combine cwola+iad \
+        --scan-methods cwola,iad --injection-scan 300,1000,3000 --qcd-limit 100000 --no-speed
     python benchmarks/bench_resonant.py --methods iad,cathode --injection-scan '' --no-speed
     python benchmarks/bench_resonant.py --generate --qcd-events 100000 --signal-events 10000
 
@@ -240,6 +252,7 @@ class MethodResult:
     summary: dict[str, Any]
     n_train: int
     max_sic_std: float | None = None  # bootstrap spread of the test set's max SIC
+    model: Any = None  # the fitted model (for --combine); not written to the report
 
 
 def bootstrap_max_sic(
@@ -292,7 +305,211 @@ def train_and_evaluate(
         "%s: max SIC %s, AUC %.3f, train %.0f s",
         method, _fmt(roc["max_sic"]), roc["auc"], train_s,
     )  # fmt: skip
-    return MethodResult(method, roc, train_s, score_s, dict(model.summary), len(data), spread)
+    return MethodResult(
+        method, roc, train_s, score_s, dict(model.summary), len(data), spread, model
+    )
+
+
+def combine_and_evaluate(
+    name: str,
+    members: Sequence[MethodResult],
+    data: pd.DataFrame,
+    test: pd.DataFrame,
+    args: argparse.Namespace,
+) -> MethodResult:
+    """Rank-averaged combination of trained members (rank tables from ``data``'s SR), evaluated."""
+    from adhunt.models.combine import CombinedModel
+    from adhunt.performance import roc_sic
+
+    t0 = time.perf_counter()
+    model = CombinedModel.build([m.model for m in members], data, [m.method for m in members])
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = model.score(test, mode="ensemble")
+    score_s = time.perf_counter() - t0
+    labels = test["truth_label"].to_numpy()
+    roc = roc_sic(labels, scores, min_background=args.min_background)
+    spread = bootstrap_max_sic(labels, scores, args.min_background, seed=args.seed)
+    train_s = build_s + sum(m.train_seconds for m in members)
+    return MethodResult(name, roc, train_s, score_s, {}, len(data), spread, model)
+
+
+def sculpting_stage(
+    data: pd.DataFrame,
+    method: str,
+    args: argparse.Namespace,
+    region: Any,
+    features: Sequence[str],
+    efficiency: float = 0.01,
+) -> tuple[list[str], dict[str, Any]]:
+    """Raw vs QR-decorrelated cut on SIGNAL-FREE data: dijet-fit p-values of the post-cut mjj.
+
+    The model trains on ``data`` (no signal) in the benchmark window; every event gets its k-fold
+    score; each cut keeps ``efficiency`` of the SR events and is applied at every mjj (the
+    scan's convention, :func:`adhunt.bumphunt.sr_threshold`). The QR is fitted on the events
+    outside the SR (``--sculpt-fit-region``) and interpolated across it.
+    """
+    from scipy import stats
+
+    from adhunt.bumphunt import ScanConfig, mjj_counts, resolve_fit_range, sr_threshold
+    from adhunt.fitting import FitError, fit_background
+    from adhunt.histograms import DEFAULT_MJJ_EDGES
+    from adhunt.models.decorrelation import QRConfig, fit_decorrelation
+    from adhunt.models.registry import get_method
+
+    cls = get_method(method)
+    config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
+    model = cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
+    t0 = time.perf_counter()
+    model.fit(data, None)
+    raw = model.raw_score(data, mode="kfold")
+    fit_decorrelation(model, data, QRConfig(fit_region=args.sculpt_fit_region, seed=args.seed))
+    u = model.score(data, mode="kfold")
+    seconds = time.perf_counter() - t0
+    mjj = data["mjj"].to_numpy(np.float64)
+    sr = region.in_sr(mjj)
+    edges = np.asarray(DEFAULT_MJJ_EDGES, dtype=float)
+    uncut = mjj_counts(mjj, edges)
+    cfg = ScanConfig()
+    fit_range, _ = resolve_fit_range(edges, uncut, cfg)
+    in_range = (mjj >= fit_range[0]) & (mjj < fit_range[1])
+    spectra: dict[str, np.ndarray] = {"no cut": np.ones(mjj.size, dtype=bool)}
+    spectra[f"raw {100 * efficiency:g}%"] = raw >= sr_threshold(raw[sr], efficiency)
+    spectra[f"QR {100 * efficiency:g}%"] = u >= sr_threshold(u[sr], efficiency)
+    rows: dict[str, Any] = {}
+    for label, keep in spectra.items():
+        counts = mjj_counts(mjj[keep], edges)
+        row: dict[str, Any] = {"n_pass": int(keep.sum()), "n_pass_sr": int((keep & sr).sum())}
+        try:
+            fit = fit_background((edges, counts), cfg.background_config(), fit_range=fit_range)
+            row.update(
+                fit_p_value=float(fit.p_value),
+                chi2_ndf=float(fit.nominal.chi2_ndf),
+                n_params=int(fit.n_params),
+                status=fit.status,
+            )
+        except FitError as err:
+            row.update(fit_p_value=None, chi2_ndf=None, n_params=None, status=f"no fit: {err}")
+        row["ks_p_vs_uncut"] = (
+            None
+            if label == "no cut"
+            else float(stats.ks_2samp(mjj[keep & in_range], mjj[in_range]).pvalue)
+        )
+        # the kept fraction below / inside / above the SR (flat = no sculpting)
+        row["kept_fraction"] = {
+            part: float(keep[sel].mean()) if sel.any() else None
+            for part, sel in (
+                ("below SR", mjj < region.low),
+                ("SR", sr),
+                ("above SR", mjj >= region.high),
+            )
+        }
+        row["counts"] = counts.tolist()
+        rows[label] = row
+    _plot_sculpting(edges, rows, fit_range, args.output / "sculpting.png", method, region)
+    lines = [
+        "",
+        f"## sculpting on signal-free data: {method} trained in SR {region}, {len(data)} events, "
+        f"cut keeping {100 * efficiency:g}% of the SR (QR fitted on {args.sculpt_fit_region}; "
+        f"{seconds:.0f} s)",
+        f"dijet fit over {fit_range[0]:g}-{fit_range[1]:g} GeV (F-test 3/4/5 parameters)",
+        f"{'spectrum':10s} {'events':>7s} {'fit p':>8s} {'chi2/ndf':>8s} {'npar':>4s} "
+        f"{'KS p vs uncut':>13s} {'kept below/SR/above':>22s}",
+    ]
+    for label, r in rows.items():
+        kept = r["kept_fraction"]
+        frac = "/".join(_fmt(kept[k], ".4f") for k in ("below SR", "SR", "above SR"))
+        lines.append(
+            f"{label:10s} {r['n_pass']:7d} {_fmt(r['fit_p_value'], '.3g'):>8s} "
+            f"{_fmt(r['chi2_ndf']):>8s} {r['n_params'] or '-':>4} "
+            f"{_fmt(r['ks_p_vs_uncut'], '.3g'):>13s} {frac:>22s}"
+        )
+    return lines, {
+        "method": method,
+        "fit_range": list(fit_range),
+        "seconds": seconds,
+        "spectra": rows,
+    }
+
+
+def _plot_sculpting(
+    edges: np.ndarray,
+    rows: dict[str, Any],
+    fit_range: tuple[float, float],
+    path: Path,
+    method: str,
+    region: Any,
+) -> None:
+    """Post-cut mjj spectra normalised to the uncut one in the fit range, and their ratios."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    ok = (edges[:-1] >= fit_range[0]) & (edges[1:] <= fit_range[1])
+    ref = np.asarray(rows["no cut"]["counts"])
+    with plt.style.context(mplhep.style.CMS):
+        fig, (ax, rax) = plt.subplots(
+            2, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+        for label, r in rows.items():
+            c = np.asarray(r["counts"])
+            scale = ref[ok].sum() / max(c[ok].sum(), 1)
+            p = r["fit_p_value"]
+            text = f"{label} (fit p {p:.2g})" if p is not None else label
+            ax.errorbar(
+                centres[ok], c[ok] * scale, np.sqrt(c[ok]) * scale, fmt="o", ms=3, label=text
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rax.plot(centres[ok], c[ok] * scale / ref[ok], "o", ms=3)
+        for a in (ax, rax):
+            a.axvspan(region.low, region.high, color="grey", alpha=0.15)
+        ax.set_yscale("log")
+        ax.set_ylabel("events (normalised to no cut)")
+        rax.set_ylabel("/ no cut")
+        rax.set_ylim(0, 2.5)
+        rax.axhline(1, color="k", lw=1)
+        rax.set_xlabel(r"$m_{jj}$ [GeV]")
+        ax.legend(fontsize=12, title=f"{method}, signal-free", title_fontsize=12)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+
+def plot_sic_vs_injection(
+    scan: dict[int, dict[str, Any]], methods: Sequence[str], path: Path
+) -> None:
+    """Max SIC (bootstrap error bars) versus the number of injected signal events, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import mplhep
+
+    with plt.style.context(mplhep.style.CMS):
+        fig, ax = plt.subplots(figsize=(9, 7))
+        n = np.array(sorted(scan))
+        s_over_sqrt_b = [scan[k]["injection"]["s_over_sqrt_b_sr"] for k in n]
+        for method in methods:
+            y = [scan[k][method].roc["max_sic"] for k in n]
+            e = [scan[k][method].max_sic_std or 0.0 for k in n]
+            y = np.array([np.nan if v is None else v for v in y], dtype=float)
+            ax.errorbar(n, y, e, marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xticks(n, [str(v) for v in n])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("injected signal events")
+        ax.set_ylabel("max SIC")
+        ax.axhline(1, color="k", ls=":", lw=1)
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(n, [f"{v:.1f}" for v in s_over_sqrt_b], fontsize=11)
+        top.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        top.set_xlabel(r"$S/\sqrt{B}$ in SR", fontsize=13)
+        ax.legend(fontsize=13)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -400,10 +617,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--inject", type=int, default=1000, help="signal events injected into the data")
     p.add_argument(
         "--injection-scan",
-        default="300,500,1000,2000",
-        help="comma-separated injections for the CATHODE/IAD scan ('' to skip)",
+        default="300,1000,3000",
+        help="comma-separated injections of the --scan-methods table ('' to skip)",
     )
-    p.add_argument("--scan-methods", default="cathode,iad")
+    p.add_argument(
+        "--scan-methods", default=None, help="methods of the injection scan (default: --methods)"
+    )
+    p.add_argument(
+        "--combine",
+        default="",
+        help="combinations of trained methods, e.g. cwola+ae,cathode+ae ('' for none)",
+    )
+    p.add_argument("--sculpt-method", default="cwola", help="method of the sculpting stage ('')")
+    p.add_argument("--sculpt-fit-region", default="sidebands", choices=("sidebands", "all"))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="seeds splits, injection, k-folds, training")
     p.add_argument("--workers", type=int, default=2, help="generation and feature processes")
@@ -441,12 +667,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="epochs of the capped reference-flow timing (0 to skip)",
     )
     args = p.parse_args(argv)
+    from adhunt.models.registry import available_methods
+
+    known = set(available_methods()) - {"combine"}
     args.methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(args.methods) - set(ALL_METHODS))
+    args.scan_methods = (
+        list(args.methods)
+        if args.scan_methods is None
+        else [m for m in args.scan_methods.split(",") if m]
+    )
+    args.combine = [tuple(c.split("+")) for c in args.combine.split(",") if c.strip()]
+    wanted = set(args.methods) | set(args.scan_methods) | {m for c in args.combine for m in c}
+    if args.sculpt_method:
+        wanted.add(args.sculpt_method)
+    unknown = sorted(wanted - known)
     if unknown:
-        p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+        p.error(f"unknown method(s) {unknown}; available: {', '.join(sorted(known))}")
+    for combo in args.combine:
+        if len(combo) < 2 or not set(combo) <= set(args.methods):
+            p.error(f"--combine {'+'.join(combo)}: give two or more methods that --methods trains")
     args.injection_scan = [int(n) for n in args.injection_scan.split(",") if n.strip()]
-    args.scan_methods = [m for m in args.scan_methods.split(",") if m]
     try:
         f_data, f_ref = (float(v) for v in args.split.split(","))
     except ValueError:
@@ -549,6 +789,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 method, train_frame, s.reference, test, args, region, features
             )
             _write_report(args.output, report, results, {})
+    for combo in args.combine:
+        name = "+".join(combo)
+        results[name] = combine_and_evaluate(name, [results[m] for m in combo], data, test, args)
     table = method_table(results, true_w)
     emit(["", f"## methods at {args.inject} injected signal events, {args.folds} folds", *table])
     if results:
@@ -577,8 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _write_report(args.output, report, results, scan)
         head = f"{'N inj':>6s} {'S_SR':>5s} {'B_SR':>7s} {'S/B %':>6s} {'S/sqrtB':>7s}"
         for method in args.scan_methods:
-            head += f" {method + ' SIC':>16s} {'train s':>8s}"
-        lines = ["", "## max SIC vs injected signal events (each model retrained)", head]
+            head += f" {method + ' SIC':>16s} {'AUC':>6s} {'train s':>8s}"
+        lines = ["", "## max SIC and AUC vs injected signal events (each model retrained)", head]
         for n, row in scan.items():
             summ = row["injection"]
             line = (
@@ -588,9 +831,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for method in args.scan_methods:
                 r = row[method]
                 sic = f"{_fmt(r.roc['max_sic'])} +- {_fmt(r.max_sic_std, '.1f')}"
-                line += f" {sic:>16s} {r.train_seconds:8.0f}"
+                line += f" {sic:>16s} {r.roc['auc']:6.3f} {r.train_seconds:8.0f}"
             lines.append(line)
         emit(lines)
+        if args.scan_methods:
+            plot_sic_vs_injection(scan, args.scan_methods, args.output / "sic_vs_injection.png")
+
+    # 5c. sculpting: raw vs QR-decorrelated cut on signal-free data
+    if args.sculpt_method:
+        with threadpool_limits(limits=args.threads):
+            lines, report["sculpting"] = sculpting_stage(
+                s.data_bkg, args.sculpt_method, args, region, features
+            )
+        emit(lines)
+        _write_report(args.output, report, results, scan)
 
     # 6. speed
     speed: dict[str, Any] = {}

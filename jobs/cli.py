@@ -3,9 +3,11 @@
     adhunt generate      Pythia 8 events (QCD dijets or W' -> X Y) to NanoAOD-like ROOT files + fileset
     adhunt convert-lhco  LHC Olympics R&D HDF5 to the same ROOT schema
     adhunt features      dijet features from a fileset through a Coffea processor
-    adhunt train         a k-fold anomaly detector (cwola, cathode, anode, ranode, iad, supervised)
+    adhunt train         a k-fold anomaly detector (cwola, cathode, anode, ranode, iad, supervised;
+                         combine: rank-averaged saved models; --decorrelate qr)
     adhunt score         anomaly scores of every event of a feature directory
     adhunt evaluate      ROC / SIC of trained models on a labelled test set
+    adhunt compare       one table (max SIC, AUC, eps_S at 1%/0.1% B) + SIC plot of several models
     adhunt infer         distributed scoring of a fileset into mjj histograms per score cut
     adhunt scan          sliding-window bump hunt, training per window, local and global Z
     adhunt sculpting     does a score cut sculpt the background mjj spectrum?
@@ -49,6 +51,7 @@ app.command("features")(__import__("adhunt.jobs.features", fromlist=["features"]
 app.command("train")(__import__("adhunt.jobs.train", fromlist=["train"]).train)
 app.command("score")(__import__("adhunt.jobs.score", fromlist=["score"]).score)
 app.command("evaluate")(__import__("adhunt.jobs.evaluate", fromlist=["evaluate"]).evaluate)
+app.command("compare")(__import__("adhunt.jobs.compare", fromlist=["compare"]).compare)
 app.command("infer")(__import__("adhunt.jobs.infer", fromlist=["infer"]).infer)
 app.command("scan")(__import__("adhunt.jobs.scan", fromlist=["scan"]).scan)
 app.command("sculpting")(__import__("adhunt.jobs.sculpting", fromlist=["sculpting"]).sculpting)

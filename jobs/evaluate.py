@@ -18,7 +18,13 @@ from typing import Annotated, Any
 
 import typer
 
-from adhunt.jobs.options import AllowPartialOption, DatasetsOption, OutputDirOption, split_list
+from adhunt.jobs.options import (
+    AllowDuplicatesOption,
+    AllowPartialOption,
+    DatasetsOption,
+    OutputDirOption,
+    split_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +38,41 @@ def run_evaluate(
     datasets: list[str] | None = None,
     all_mjj: bool = False,
     progress: Any | None = None,
+    allow_duplicates: bool = False,
 ) -> dict[str, Any]:
     """Evaluate saved models; returns the summary written to ``output/summary.json``."""
+    from adhunt.performance import plot_sic
+
+    output = Path(output)
+    results, summary = evaluate_models(
+        model_dirs, test_dir, mode, min_background, datasets, all_mjj, progress,
+        allow_duplicates=allow_duplicates,
+    )  # fmt: skip
+    output.mkdir(parents=True, exist_ok=True)
+    plot_sic(results, output / "sic.png", title=f"test: {Path(test_dir).name}")
+    (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    return summary
+
+
+def evaluate_models(
+    model_dirs: list[Path],
+    test_dir: Path,
+    mode: str = "auto",
+    min_background: int = 20,
+    datasets: list[str] | None = None,
+    all_mjj: bool = False,
+    progress: Any | None = None,
+    allow_duplicates: bool = False,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """ROC/SIC of saved models on a labelled table: ``(full roc_sic results, JSON summary)``.
+
+    The one scoring path of ``evaluate`` and ``compare``; models are named by method (and by
+    directory when a method appears twice).
+    """
     import numpy as np
 
     from adhunt.models.base import SCORE_MODES, ResonantModel
-    from adhunt.performance import curve_for_json, plot_sic, roc_sic
+    from adhunt.performance import curve_for_json, roc_sic
     from adhunt.provenance import read_provenance, score_auto
     from adhunt.tables import read_table
 
@@ -47,9 +82,9 @@ def run_evaluate(
         raise ValueError(f"--mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
     models = [ResonantModel.load(d) for d in model_dirs]
     columns = sorted({c for m in models for c in m.input_columns})
-    table = read_table(test_dir, datasets, columns, what="--test")
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    table = read_table(
+        test_dir, datasets, columns, what="--test", allow_duplicates=allow_duplicates
+    )
     results, summary = {}, {"test_dir": str(test_dir), "mode": mode, "models": {}}
     for i, (model_dir, model) in enumerate(zip(model_dirs, models, strict=True)):
         name = model.method
@@ -82,9 +117,7 @@ def run_evaluate(
         )  # fmt: skip
         if progress is not None:
             progress(i + 1, len(model_dirs))
-    plot_sic(results, output / "sic.png", title=f"test: {Path(test_dir).name}")
-    (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    return summary
+    return results, summary
 
 
 def evaluate(
@@ -107,6 +140,7 @@ def evaluate(
     all_mjj: Annotated[
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
+    allow_duplicates: AllowDuplicatesOption = False,
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
@@ -119,7 +153,7 @@ def evaluate(
         try:
             run_evaluate(
                 models, test, output, mode=mode, min_background=min_background,
-                datasets=split_list(datasets), all_mjj=all_mjj,
+                datasets=split_list(datasets), all_mjj=all_mjj, allow_duplicates=allow_duplicates,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         except (ArtifactError, ValueError, KeyError, ImportError) as exc:

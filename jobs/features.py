@@ -8,7 +8,6 @@ has events) so that a bad file is reported by name before any work starts; with
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +16,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# load_datasets/load_fileset moved to the core (adhunt.filesets); kept importable from here.
+from adhunt.filesets import load_datasets, load_fileset  # noqa: F401
 from adhunt.jobs.options import (
     ChunksizeOption,
     ConfigOption,
+    DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
     RestartOption,
@@ -48,68 +50,6 @@ class FeatureRunResult:
     warnings: list[str] = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)  # per dataset, see adhunt.manifest
     resumed_chunks: int = 0  # chunks found done on disk and not processed again
-
-
-def load_fileset(fileset: str | Path | dict[str, Any]) -> dict[str, list[str]]:
-    """``{dataset: [file, ...]}`` from a fileset JSON path or mapping (see :func:`load_datasets`)."""
-    return {d: list(entry["files"]) for d, entry in load_datasets(fileset).items()}
-
-
-def load_datasets(
-    fileset: str | Path | dict[str, Any], default_tree: str = TREE_NAME
-) -> dict[str, dict[str, Any]]:
-    """``{dataset: {"files": {file: tree}, "metadata": {...}}}`` from a fileset JSON path or mapping.
-
-    Accepts coffea's forms per dataset: a list of files, ``{"files": [...]}`` (tree
-    ``"treename"`` or ``default_tree``), or ``{"files": {file: tree}}``; ``"metadata"`` (e.g.
-    ``xsec`` in pb, ``is_data``) is kept. Relative paths in a JSON file are taken relative to
-    the JSON file's directory.
-    """
-    base: Path | None = None
-    if not isinstance(fileset, dict):
-        path = Path(fileset)
-        if not path.is_file():
-            raise FileNotFoundError(f"fileset not found: {path}")
-        try:
-            fileset = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"fileset {path} is not valid JSON: {err}") from err
-        base = path.parent
-    if not isinstance(fileset, dict) or not fileset:
-        raise ValueError("a fileset must be a non-empty mapping {dataset: files}")
-    out: dict[str, dict[str, Any]] = {}
-    for dataset, entry in fileset.items():
-        files = entry.get("files") if isinstance(entry, dict) else entry
-        metadata = entry.get("metadata") if isinstance(entry, dict) else None
-        tree = entry.get("treename", default_tree) if isinstance(entry, dict) else default_tree
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"fileset dataset {dataset!r}: 'metadata' must be a mapping")
-        if isinstance(files, dict):
-            trees = files
-        elif isinstance(files, list):
-            trees = dict.fromkeys(files, tree)
-        else:
-            trees = None
-        if not trees or not all(
-            isinstance(f, str) and isinstance(t, str) for f, t in trees.items()
-        ):
-            raise ValueError(
-                f"fileset dataset {dataset!r}: expected a list of file names or a mapping "
-                "{file: tree name}"
-            )
-        resolved = {}
-        for name, tree_name in trees.items():
-            p = Path(name)
-            if (
-                not p.is_absolute()
-                and "://" not in name
-                and base is not None
-                and (base / p).exists()
-            ):
-                p = base / p
-            resolved[str(p.resolve()) if "://" not in name else name] = tree_name
-        out[dataset] = {"files": resolved, "metadata": dict(metadata or {})}
-    return out
 
 
 def check_inputs(
@@ -196,13 +136,16 @@ def run_features(
     chunksize: int = 100_000,
     scheduler: str | None = None,
     skip_bad_files: bool = False,
+    dedupe_files: bool = False,
     restart: bool = False,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
     Writes ``<output_dir>/<dataset>/*.parquet`` (read them with ``adhunt.tables.read_features``),
     ``manifest.json`` (``adhunt.manifest``), ``cutflow.json`` and ``features_config.json``.
-    Raises ``FeatureInputError`` naming the file on bad input unless ``skip_bad_files``.
+    Raises ``FeatureInputError`` naming the file on bad input unless ``skip_bad_files``. The same
+    input file twice in ``fileset`` is a ``FilesetError`` (a ValueError) unless ``dedupe_files``
+    (see :mod:`adhunt.filesets`).
 
     Resumable: chunks already on disk, stamped by the same configuration from the same input
     files, are not processed again (``restart`` processes everything). Tables of an earlier run
@@ -225,7 +168,7 @@ def run_features(
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
     output_dir = Path(output_dir)
-    datasets = load_datasets(fileset, config.tree)
+    datasets = load_datasets(fileset, config.tree, dedupe_files=dedupe_files)
     files = {d: entry["files"] for d, entry in datasets.items()}
 
     good, bad, entries = check_inputs(files, config.missing_branches, config.tree)
@@ -361,7 +304,7 @@ def run_features(
                 mf.write_manifest(output_dir, manifest)
             if outcome != "complete" and restored < len(records):
                 # the reports say what the directory now holds, marked incomplete
-                _write_reports(output_dir, manifest, list(files), features, exec_config, n_done)
+                _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
 
         try:
             if todo:
@@ -389,14 +332,14 @@ def run_features(
                 {"file": item["file"], "reason": item["reason"]}
             )
     mf.write_manifest(output_dir, manifest)
-    return _write_reports(output_dir, manifest, list(files), features, exec_config, n_done)
+    return _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
 
 
 def _write_reports(
     output_dir: Path,
     manifest: Any,
     run_datasets: list[str],
-    features: dict[str, Any],
+    config: Any,
     exec_config: Any,
     n_done: int,
 ) -> FeatureRunResult:
@@ -422,10 +365,13 @@ def _write_reports(
     write_json(
         output_dir / "features_config.json",
         {
-            "features": features,
+            "features": config_to_dict(config),
             "executor": config_to_dict(exec_config),
             "fileset": {d: {i["path"]: i["tree"] for i in r.inputs} for d, r in records.items()},
             "weights": {d: r.weights for d, r in records.items()},
+            # read back by adhunt.tables (read_features / read_images): the optional outputs
+            "extra_columns": list(config.extra_columns()),
+            "images": config.image_spec(),
         },
     )
     from adhunt.tables import chunk_filename
@@ -607,7 +553,24 @@ def features(
         float | None,
         typer.Option(help="pb^-1: normalise MC weights to xsec (fileset metadata) x this."),
     ] = None,
+    images: Annotated[
+        bool,
+        typer.Option(
+            "--images", help="Also write jet images of both jets (one .images.npy per chunk)."
+        ),
+    ] = False,
+    image_size: Annotated[
+        int | None, typer.Option(help="Jet images: pixels per side (default 32).")
+    ] = None,
+    extended: Annotated[
+        bool,
+        typer.Option(
+            "--extended",
+            help="Also write tau_N (N<=5, beta 0.5/1/2), soft-drop mass, D2, n constituents.",
+        ),
+    ] = False,
     skip_bad_files: SkipBadFilesOption = False,
+    dedupe_files: DedupeFilesOption = False,
     config: ConfigOption = None,
     restart: RestartOption = False,
 ) -> None:
@@ -639,6 +602,12 @@ def features(
             overrides["apply_trigger"] = False
         if no_puppi:
             overrides["puppi"] = False
+        if images:
+            overrides["images"] = True
+        if image_size is not None:
+            overrides["image_size"] = image_size
+        if extended:
+            overrides["extended"] = True
         if trigger_pt is not None:
             overrides["trigger"] = dataclasses.replace(feature_config.trigger, pt_min=trigger_pt)
         if radius is not None:
@@ -660,6 +629,7 @@ def features(
             chunksize=chunksize,
             scheduler=scheduler,
             skip_bad_files=skip_bad_files,
+            dedupe_files=dedupe_files,
             restart=restart,
         )
     except KeyboardInterrupt as err:

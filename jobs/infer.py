@@ -50,8 +50,10 @@ import typer
 
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
+    AllowDuplicatesOption,
     AllowPartialOption,
     ChunksizeOption,
+    DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
     RestartOption,
@@ -132,8 +134,13 @@ def _check_model_name(name: str) -> None:
         )
 
 
-def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantModel, Path, str]]:
-    """Load and verify every artifact on the driver; ``{name: (model, path, digest)}``."""
+def _load_models(
+    models: Mapping[str, str | Path], extra_columns: tuple[str, ...] = ()
+) -> dict[str, tuple[ResonantModel, Path, str]]:
+    """Load and verify every artifact on the driver; ``{name: (model, path, digest)}``.
+
+    ``extra_columns``: the optional columns the feature configuration also computes
+    (``FeatureConfig.extra_columns()``, e.g. the extended substructure set)."""
     from adhunt.models.artifact import ArtifactError
     from adhunt.models.base import ResonantModel
     from adhunt.processors.inference import InferenceError, artifact_digest
@@ -143,7 +150,7 @@ def _load_models(models: Mapping[str, str | Path]) -> dict[str, tuple[ResonantMo
         raise InferenceError("at least one model is needed")
     from adhunt.dijet import required_columns
 
-    produced = [c for c in FEATURE_COLUMNS if c != "dataset"]
+    produced = [c for c in FEATURE_COLUMNS if c != "dataset"] + list(extra_columns)
     loaded = {}
     for name, raw in models.items():
         _check_model_name(str(name))
@@ -172,6 +179,7 @@ def _reference_table(
     reference: Path | None,
     datasets: list[str] | None,
     selection: str,
+    allow_duplicates: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
     from adhunt.processors.inference import InferenceError
@@ -181,7 +189,10 @@ def _reference_table(
     info: dict[str, Any] = {"selection": selection}
     columns = [*model.input_columns, "mjj"]
     if reference is not None:
-        table = read_table(Path(reference), datasets, columns, what="--reference")
+        table = read_table(
+            Path(reference), datasets, columns, what="--reference",
+            allow_duplicates=allow_duplicates,
+        )  # fmt: skip
         info.update(source=str(reference), datasets=datasets or sorted(set(table["dataset"])))
     else:
         record = read_provenance(model)
@@ -192,8 +203,9 @@ def _reference_table(
             )
         try:
             table = rebuild_training_table(
-                record, columns, datasets, what=f"training features of model {name!r}"
-            )
+                record, columns, datasets, what=f"training features of model {name!r}",
+                allow_duplicates=allow_duplicates,
+            )  # fmt: skip
         except ProvenanceError as err:
             raise InferenceError(f"{err}; give a reference sample with --reference") from err
         used = datasets or (None if record.datasets is None else list(record.datasets))
@@ -260,6 +272,8 @@ def run_infer(
     reference_datasets: list[str] | None = None,
     gpu_resource: Mapping[str, float] | None = None,
     num_threads: int | None = None,
+    dedupe_files: bool = False,
+    allow_duplicates: bool = False,
     restart: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
@@ -267,6 +281,8 @@ def run_infer(
     See the module docstring for the steps and outputs. ``progress(done, total)`` is called with
     chunk counts. ``num_threads`` caps scoring threads per worker (default: 1 on futures/dask,
     whose workers are one process per core; the libraries' default when iterative).
+    ``dedupe_files``: process a file listed twice in ``fileset`` once (else an error);
+    ``allow_duplicates``: accept repeated (run, event) keys in the reference tables.
 
     Resumable: each chunk's result is saved under ``<output>/.partials`` (stamped with the models,
     thresholds, configuration and input identity) and the results are merged in chunk order at
@@ -278,6 +294,7 @@ def run_infer(
 
     import adhunt
     from adhunt.config import config_to_dict
+    from adhunt.filesets import load_datasets
     from adhunt.histograms import (
         cut_label,
         root_cut_name,
@@ -286,7 +303,7 @@ def run_infer(
         write_histogram_json,
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
-    from adhunt.jobs.features import check_inputs, dataset_weights, load_datasets, summarize_run
+    from adhunt.jobs.features import check_inputs, dataset_weights, summarize_run
     from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
@@ -319,8 +336,8 @@ def run_infer(
     output = Path(output)
 
     # --- driver-side checks ----------------------------------------------------------------------
-    loaded = _load_models(models)
-    datasets_in = load_datasets(fileset, feature_config.tree)
+    datasets_in = load_datasets(fileset, feature_config.tree, dedupe_files=dedupe_files)
+    loaded = _load_models(models, feature_config.extra_columns())
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)
     if bad and not exec_config.skip_bad_files:
@@ -342,7 +359,7 @@ def run_infer(
         if key not in shared:
             shared[key] = _reference_table(
                 model, name, None if reference is None else Path(reference),
-                reference_datasets, reference_selection,
+                reference_datasets, reference_selection, allow_duplicates,
             )  # fmt: skip
         table, info = shared[key]
         cuts = calibrate_thresholds(model, table, effs, mode, name)
@@ -747,6 +764,8 @@ def infer(
         typer.Option("--gpu-resource", help="dask worker resource per chunk task, e.g. GPU=1."),
     ] = None,
     skip_bad_files: SkipBadFilesOption = False,
+    dedupe_files: DedupeFilesOption = False,
+    allow_duplicates: AllowDuplicatesOption = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
@@ -775,7 +794,8 @@ def infer(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
-                gpu_resource=_parse_resource(gpu_resource), restart=restart,
+                gpu_resource=_parse_resource(gpu_resource),
+                dedupe_files=dedupe_files, allow_duplicates=allow_duplicates, restart=restart,
             )  # fmt: skip
     except KeyboardInterrupt as err:
         logger.error(

@@ -14,10 +14,12 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "AllowDuplicatesOption",
     "AllowPartialOption",
     "ChunksizeOption",
     "ConfigOption",
     "DatasetsOption",
+    "DedupeFilesOption",
     "EfficienciesOption",
     "ExecutorOption",
     "FeaturesOption",
@@ -64,6 +66,21 @@ SchedulerOption = Annotated[
 ChunksizeOption = Annotated[int, typer.Option("--chunksize", help="Events per chunk.")]
 SkipBadFilesOption = Annotated[
     bool, typer.Option("--skip-bad-files", help="Skip bad inputs and report them.")
+]
+DedupeFilesOption = Annotated[
+    bool,
+    typer.Option(
+        "--dedupe-files",
+        help="Process a file listed twice in the fileset once (the later entries are dropped "
+        "with a warning) instead of refusing the fileset.",
+    ),
+]
+AllowDuplicatesOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-duplicates",
+        help="Accept (run, event) keys that repeat in a feature table (warn instead of refusing).",
+    ),
 ]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML/TOML configuration file.")

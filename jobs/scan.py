@@ -23,6 +23,7 @@ import typer
 
 from adhunt.bumphunt import NO_CUT, ScanConfig, ScanResult, cut_label
 from adhunt.jobs.options import (
+    AllowDuplicatesOption,
     AllowPartialOption,
     ConfigOption,
     DatasetsOption,
@@ -104,14 +105,23 @@ def prepare_output(output: Path, overwrite: bool) -> Path:
 
 
 def load_inputs(
-    features: Any, cfg: ScanConfig, reference: Any | None = None, uses_truth: bool = False
+    features: Any,
+    cfg: ScanConfig,
+    reference: Any | None = None,
+    uses_truth: bool = False,
+    allow_duplicates: bool = False,
 ) -> tuple[Any, Any | None, dict[str, Any]]:
-    """The data table (with injected signal), the reference table and their provenance."""
+    """The data table (with injected signal), the reference table and their provenance.
+
+    Repeated (run, event) keys are an error unless ``allow_duplicates``.
+    """
     import pandas as pd
 
     from adhunt.dijet import required_columns
     from adhunt.injection import inject_signal
-    from adhunt.tables import read_table
+    from adhunt.tables import check_unique_events, read_table
+
+    allow = {"allow_duplicates": allow_duplicates}
 
     columns = required_columns(cfg.features) + (["truth_label"] if uses_truth else [])
     info: dict[str, Any] = {}
@@ -125,13 +135,17 @@ def load_inputs(
             if missing:
                 raise ValueError(f"feature table has no dataset(s) {missing}")
             data = data[data["dataset"].isin(datasets)].reset_index(drop=True)
+        check_unique_events(data, "feature table", **allow)
     else:
-        data = read_table(Path(features), datasets, columns, what="--features")
+        data = read_table(Path(features), datasets, columns, what="--features", **allow)
     if "dataset" in data.columns:
         info["datasets"] = sorted(set(map(str, data["dataset"])))
     if cfg.inject is not None:
-        signal = read_table(Path(cfg.signal_dir), cfg.signal_datasets, columns, what="--signal")
+        signal = read_table(
+            Path(cfg.signal_dir), cfg.signal_datasets, columns, what="--signal", **allow
+        )
         data = inject_signal(data, signal, cfg.inject, cfg.seed)
+        check_unique_events(data, "--features with the injected --signal", **allow)
         info["injection"] = {
             "signal_dir": cfg.signal_dir,
             "signal_datasets": cfg.signal_datasets,
@@ -140,7 +154,7 @@ def load_inputs(
         }
     if reference is None and cfg.reference_dir is not None:
         reference = read_table(
-            Path(cfg.reference_dir), cfg.reference_datasets, columns, what="--reference"
+            Path(cfg.reference_dir), cfg.reference_datasets, columns, what="--reference", **allow
         )
     if len(data) == 0:
         raise ValueError("feature table has no events")
@@ -183,13 +197,14 @@ def run_scan(
     reference: Any | None = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    allow_duplicates: bool = False,
 ) -> ScanJobResult:
     """Run :func:`adhunt.bumphunt.scan` with per-window training; write ``scan.json`` and plots.
 
     ``features``: a feature directory or a DataFrame. ``executor``: an
     :class:`adhunt.jobs.executors.ExecutorConfig` (default: iterative). Windows and toy batches
     are tasks; the same inputs and seed give the same ``scan.json`` (apart from ``timing``) on
-    every executor.
+    every executor. Repeated (run, event) keys are an error unless ``allow_duplicates``.
     """
     import adhunt
     from adhunt.bumphunt import scan as core_scan
@@ -212,7 +227,9 @@ def run_scan(
     if not cls.needs_reference and (reference is not None or cfg.reference_dir is not None):
         raise ValueError(f"method {cfg.method!r} does not use a reference sample")
     output = prepare_output(Path(output), overwrite)
-    data, reference, info = load_inputs(features, cfg, reference, cls.uses_truth)
+    data, reference, info = load_inputs(
+        features, cfg, reference, cls.uses_truth, allow_duplicates=allow_duplicates
+    )
     _check_columns(data, cfg)
     data = with_derived_features(data, cfg.features)  # once, not in every window task
     if cls.uses_truth and not has_truth(data):
@@ -350,11 +367,18 @@ def scan(
     executor: ExecutorOption = "iterative",
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
+    decorrelate: Annotated[
+        str | None,
+        typer.Option(
+            "--decorrelate", help="none (default) | qr: cut on the mjj-decorrelated score."
+        ),
+    ] = None,
     save_models: Annotated[
         bool, typer.Option("--save-models", help="Keep each window's model in models/LOW_HIGH/.")
     ] = False,
     no_plots: NoPlotsOption = False,
     overwrite: OverwriteOption = False,
+    allow_duplicates: AllowDuplicatesOption = False,
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
@@ -372,6 +396,7 @@ def scan(
         "signal_dir": None if signal is None else str(signal), "signal_datasets": signal_datasets,
         "reference_dir": None if reference is None else str(reference),
         "save_models": True if save_models else None, "plots": False if no_plots else None,
+        "decorrelate": decorrelate,
     }  # fmt: skip
     try:
         if scheduler is not None and executor == "iterative":
@@ -390,8 +415,9 @@ def scan(
                 bar.update(tasks[stage], completed=done, total=total)
 
             result = run_scan(
-                features, output, cfg, executor=exe, overwrite=overwrite, progress=report
-            )
+                features, output, cfg, executor=exe, overwrite=overwrite, progress=report,
+                allow_duplicates=allow_duplicates,
+            )  # fmt: skip
     except (
         ValueError,
         KeyError,

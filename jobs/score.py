@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from adhunt.jobs.options import (
+    AllowDuplicatesOption,
     AllowPartialOption,
     DatasetsOption,
     FeaturesOption,
@@ -41,12 +42,14 @@ def run_score(
     signal_dir: Path | None = None,
     signal_datasets: list[str] | None = None,
     seed: int | None = None,
+    allow_duplicates: bool = False,
 ):
     """Score a feature table with a saved model and write ``output`` (parquet); returns the frame.
 
     With ``inject``/``signal_dir`` the same signal injection as ``adhunt train`` is rebuilt first
     (same seed, default the model's), so the very sample a model trained on can be scored
-    k-fold for the bump hunt.
+    k-fold for the bump hunt. Repeated (run, event) keys are an error unless
+    ``allow_duplicates`` (:func:`adhunt.tables.check_unique_events`).
     """
     import numpy as np
     import pandas as pd
@@ -54,7 +57,7 @@ def run_score(
     from adhunt.injection import inject_columns, inject_signal
     from adhunt.models.base import ResonantModel
     from adhunt.provenance import score_auto
-    from adhunt.tables import read_table
+    from adhunt.tables import check_unique_events, read_table
 
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -62,13 +65,15 @@ def run_score(
         raise ValueError("--inject N and --signal DIR go together")
     model = ResonantModel.load(model_dir)
     columns = [*model.input_columns, "mjj"]
-    table = read_table(features_dir, datasets, columns, what="--features")
+    allow = {"allow_duplicates": allow_duplicates}
+    table = read_table(features_dir, datasets, columns, what="--features", **allow)
     if inject is not None:
-        signal = read_table(signal_dir, signal_datasets, columns, what="--signal")
+        signal = read_table(signal_dir, signal_datasets, columns, what="--signal", **allow)
         keep = inject_columns(table, signal, columns)
         table = inject_signal(
             table[keep], signal[keep], inject, model.seed if seed is None else seed
         )
+        check_unique_events(table, "--features with the injected --signal", **allow)
     if mode == "auto":
         scores, modes = score_auto(model, table)
     else:
@@ -113,6 +118,7 @@ def score(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Injection seed (default: the model's seed).")
     ] = None,
+    allow_duplicates: AllowDuplicatesOption = False,
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """Write the anomaly score of every event (run, event, score, score_mode, ...) to parquet."""
@@ -124,7 +130,7 @@ def score(
             run_score(
                 model_dir, features, output, mode=mode, datasets=split_list(datasets),
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
-                seed=seed,
+                seed=seed, allow_duplicates=allow_duplicates,
             )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, ImportError) as exc:
         logger.error("%s", exc)

@@ -23,6 +23,7 @@ import numpy as np
 import typer
 
 from adhunt.jobs.options import (
+    AllowDuplicatesOption,
     AllowPartialOption,
     DatasetsOption,
     EfficienciesOption,
@@ -67,6 +68,7 @@ def run_sculpting(
     thresholds: Any | None = None,
     plots: bool = True,
     overwrite: bool = False,
+    allow_duplicates: bool = False,
 ) -> SculptingJobResult:
     """Sculpting check of ``model`` (a model directory or a fitted ``ResonantModel``) on the
     signal-free ``features`` (directory or DataFrame); writes ``sculpting.json`` and one spectrum
@@ -113,7 +115,10 @@ def run_sculpting(
             data = data[data["dataset"].isin(datasets)].reset_index(drop=True)
     else:
         columns = required_columns(model.features)
-        data = read_table(Path(features), datasets, columns, what="--features")
+        data = read_table(
+            Path(features), datasets, columns, what="--features",
+            allow_duplicates=allow_duplicates,
+        )  # fmt: skip
     if len(data) == 0:
         raise ValueError("feature table has no events")
     if has_truth(data) and (data["truth_label"] == 1).any():
@@ -262,6 +267,7 @@ def sculpting(
     fit_range: FitRangeOption = None,
     no_plots: NoPlotsOption = False,
     overwrite: OverwriteOption = False,
+    allow_duplicates: AllowDuplicatesOption = False,
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """Check that the model's score cuts do not sculpt the mjj spectrum (exit 1 if they do)."""
@@ -277,7 +283,7 @@ def sculpting(
         with partial_reading(allow_partial):
             result = run_sculpting(
                 features, model, output, datasets=split_list(datasets), mode=mode, config=cfg,
-                plots=not no_plots, overwrite=overwrite,
+                plots=not no_plots, overwrite=overwrite, allow_duplicates=allow_duplicates,
             )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, FileNotFoundError, ImportError) as exc:
         logger.error("%s", exc)

@@ -16,10 +16,11 @@ from typing import Annotated, Any
 import typer
 
 from adhunt.jobs.options import (
+    FEATURE_TABLE_HELP,
+    AllowDuplicatesOption,
     AllowPartialOption,
     ConfigOption,
     DatasetsOption,
-    FeaturesOption,
     OverwriteOption,
     SeedOption,
     split_list,
@@ -33,11 +34,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_WINDOW = f"{DEFAULT_SIGNAL_REGION[0]:g}:{DEFAULT_SIGNAL_REGION[1]:g}"
 
 
-def read_table(path: Path, datasets: list[str] | None, what: str, columns: list[str] | None = None):
+def read_table(
+    path: Path,
+    datasets: list[str] | None,
+    what: str,
+    columns: list[str] | None = None,
+    allow_duplicates: bool = False,
+):
     """Kept for callers of the earlier job helper: :func:`adhunt.tables.read_table`."""
     from adhunt.tables import read_table as read
 
-    return read(path, datasets, columns, what=what)
+    return read(path, datasets, columns, what=what, allow_duplicates=allow_duplicates)
 
 
 def _with_backend(config: Any, backend: str) -> Any:
@@ -75,13 +82,31 @@ def run_train(
     config_path: Path | None = None,
     overwrite: bool = False,
     progress: Any | None = None,
+    decorrelate: str = "none",
+    decorrelate_region: str = "sidebands",
+    allow_duplicates: bool = False,
 ):
-    """Train ``method`` and save it to ``output``; returns the fitted model."""
+    """Train ``method`` and save it to ``output``; returns the fitted model.
+
+    ``decorrelate="qr"``: after training, fit the quantile-regression mjj decorrelation on the
+    k-fold scores of the training table (``decorrelate_region``: events outside the SR, or all)
+    and store it in the artifact (:mod:`adhunt.models.decorrelation`).
+    Repeated (run, event) keys in a table, or between the data and the injected signal, are an
+    error unless ``allow_duplicates`` (:func:`adhunt.tables.check_unique_events`).
+    """
+    from adhunt.models.decorrelation import DECORRELATIONS, QRConfig
+
+    if decorrelate not in DECORRELATIONS:
+        raise ValueError(
+            f"--decorrelate must be one of {', '.join(DECORRELATIONS)}, got {decorrelate!r}"
+        )
+    qr_config = QRConfig(fit_region=decorrelate_region, seed=seed) if decorrelate == "qr" else None
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
     from adhunt.provenance import make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
+    from adhunt.tables import check_unique_events
 
     cls = get_method(method)
     output = Path(output)
@@ -100,14 +125,17 @@ def run_train(
         raise ValueError("--inject N and --signal DIR go together")
 
     columns = [*features, "mjj"]
-    data = read_table(features_dir, datasets, "--features", columns)
+    data = read_table(features_dir, datasets, "--features", columns, allow_duplicates)
     used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
     injection, truth_counts = None, None
     if inject is not None:
-        signal = read_table(signal_dir, signal_datasets, "--signal", columns)
+        signal = read_table(signal_dir, signal_datasets, "--signal", columns, allow_duplicates)
         # Only the columns the method uses: tables from elsewhere may hold different extras.
         keep = inject_columns(data, signal, columns)
         data = inject_signal(data[keep], signal[keep], inject, seed)
+        check_unique_events(
+            data, "--features with the injected --signal", allow_duplicates=allow_duplicates
+        )
         injection = {
             "signal": signal_dir,
             "signal_datasets": signal_datasets or sorted(set(signal["dataset"])),
@@ -119,7 +147,9 @@ def run_train(
         truth_counts = injection_summary(data, region)
     reference = None
     if reference_dir is not None:
-        reference = read_table(reference_dir, reference_datasets, "--reference", columns)
+        reference = read_table(
+            reference_dir, reference_datasets, "--reference", columns, allow_duplicates
+        )
 
     model = cls(features, region, n_folds=folds, seed=seed, config=config)
     logger.info(
@@ -127,6 +157,10 @@ def run_train(
         method, len(data), region, folds, ",".join(features),
     )  # fmt: skip
     model.fit(data, reference, progress=progress)
+    if qr_config is not None:
+        from adhunt.models.decorrelation import fit_decorrelation
+
+        fit_decorrelation(model, data, qr_config)
     record = make_provenance(
         "train", features_dir, used_datasets, injection=injection,
         reference=reference_dir, reference_datasets=reference_datasets,
@@ -145,8 +179,11 @@ def train(
             help="cwola, cathode, anode, ranode, iad (needs --reference) or supervised."
         ),
     ],
-    features: FeaturesOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help=f"{FEATURE_TABLE_HELP} (combine: rank reference)."),
+    ] = None,
     window: Annotated[
         str, typer.Option("--window", help="Signal region LOW:HIGH[:SIDEBAND] in GeV.")
     ] = DEFAULT_WINDOW,
@@ -172,9 +209,38 @@ def train(
     signal_datasets: Annotated[str | None, typer.Option("--signal-datasets")] = None,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
+    decorrelate: Annotated[
+        str, typer.Option("--decorrelate", help="mjj decorrelation of the score: none | qr.")
+    ] = "none",
+    decorrelate_region: Annotated[
+        str,
+        typer.Option(
+            "--decorrelate-region", help="Events the QR is fitted on: sidebands (outside SR) | all."
+        ),
+    ] = "sidebands",
+    models: Annotated[
+        str | None, typer.Option("--models", help="combine: member model directories A,B,...")
+    ] = None,
+    allow_duplicates: AllowDuplicatesOption = False,
     allow_partial: AllowPartialOption = False,
 ) -> None:
-    """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact."""
+    """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact.
+
+    ``adhunt train combine --models A,B,... --output DIR`` builds the rank-averaged combination
+    of saved models instead (see ``adhunt.models.combine``; ``--features`` optional).
+    """
+    if method == "combine":
+        _combine(
+            models, features, output, datasets, decorrelate, decorrelate_region, overwrite,
+            allow_duplicates,
+        )  # fmt: skip
+        return
+    if models is not None:
+        logger.error("--models is only for 'adhunt train combine'")
+        raise typer.Exit(code=2)
+    if features is None:
+        logger.error("--features is required")
+        raise typer.Exit(code=2)
     from adhunt.jobs.reporting import progress_bar
     from adhunt.tables import partial_reading
 
@@ -186,9 +252,36 @@ def train(
                 features=split_list(features_list), datasets=split_list(datasets),
                 reference_dir=reference, reference_datasets=split_list(reference_datasets),
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
-                config_path=config, overwrite=overwrite,
+                config_path=config, overwrite=overwrite, allow_duplicates=allow_duplicates,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                decorrelate=decorrelate, decorrelate_region=decorrelate_region,
             )  # fmt: skip
         except (ValueError, KeyError, ImportError, FileNotFoundError) as exc:
             logger.error("%s", exc)
             raise typer.Exit(code=2) from exc
+
+
+def _combine(
+    models: str | None,
+    features: Path | None,
+    output: Path,
+    datasets: str | None,
+    decorrelate: str,
+    decorrelate_region: str,
+    overwrite: bool,
+    allow_duplicates: bool = False,
+) -> None:
+    """``adhunt train combine``: wire the options to :func:`adhunt.models.combine.run_combine`."""
+    from adhunt.models.artifact import ArtifactError
+    from adhunt.models.combine import run_combine
+
+    try:
+        run_combine(
+            [Path(m) for m in split_list(models) or []], output, reference_dir=features,
+            datasets=split_list(datasets), decorrelate=decorrelate,
+            decorrelate_region=decorrelate_region, overwrite=overwrite,
+            allow_duplicates=allow_duplicates,
+        )  # fmt: skip
+    except (ArtifactError, ValueError, KeyError, ImportError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        raise typer.Exit(code=2) from exc

@@ -57,6 +57,8 @@ ID_COLUMNS = ("run", "event")
 SCORE_MODES = ("kfold", "ensemble", "auto")
 #: Tensor holding the sorted key hashes of the training events.
 TRAINING_KEYS_TENSOR = "training/keys"
+#: Tensor-name prefix of a stored mjj decorrelation (its metadata: ``metadata["decorrelation"]``).
+DECORRELATION_PREFIX = "decorrelation"
 
 _M = TypeVar("_M", bound="ResonantModel")
 
@@ -251,6 +253,8 @@ class ResonantModel(ABC):
         self.extra: dict[str, Any] = {}
         #: Sorted 32-bit hashes of the (run, event) keys of the training events (None: not recorded).
         self.training_keys: np.ndarray | None = None
+        #: mjj decorrelation of the score (``models/decorrelation.py``); None: raw scores.
+        self.decorrelation: Any | None = None
 
     # ----- the hook -------------------------------------------------------------------------
 
@@ -302,7 +306,10 @@ class ResonantModel(ABC):
                 first = int(np.flatnonzero(bad)[0])
                 where = f"row {first}"
                 if all(c in df.columns for c in ID_COLUMNS):
-                    where += f" (run {df['run'].iloc[first]}, event {df['event'].iloc[first]})"
+                    where += f" (run {df['run'].iloc[first]}, event {df['event'].iloc[first]}"
+                    if "dataset" in df.columns:
+                        where += f", dataset {df['dataset'].iloc[first]}"
+                    where += ")"
                 raise ValueError(
                     f"{what}: column {col!r} has {int(bad.sum())} NaN/inf value(s) out of "
                     f"{len(arr)}, first at {where}; clean or drop those events before training"
@@ -458,6 +465,27 @@ class ResonantModel(ABC):
             raise ValueError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
         if mode == "auto":
             return score_auto(self, data)[0]
+        if self.decorrelation is None:
+            return self.raw_score(data, mode)
+        data = self._validate(data, "data to score", [RESONANT_VARIABLE])
+        raw = self.raw_score(data, mode)
+        return self.decorrelation.apply(raw, data[RESONANT_VARIABLE].to_numpy(dtype=np.float64))
+
+    def raw_score(self, data: pd.DataFrame, mode: str = "kfold") -> np.ndarray:
+        """The method's own score, before any stored mjj decorrelation (modes as :meth:`score`)."""
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__}.score called before fit() or load()")
+        if mode not in SCORE_MODES:
+            raise ValueError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
+        if mode == "auto":
+            mask = self.trained_mask(data)
+            mask = np.ones(len(data), dtype=bool) if mask is None else mask
+            out = np.zeros(len(data), dtype=np.float64)
+            if mask.any():
+                out[mask] = self.raw_score(data[mask], "kfold")
+            if (~mask).any():
+                out[~mask] = self.raw_score(data[~mask], "ensemble")
+            return out
         cols = list(self.input_columns) + (list(ID_COLUMNS) if mode == "kfold" else [])
         data = self._validate(self._derive(data), "data to score", list(dict.fromkeys(cols)))
         x = data[list(self.input_columns)].to_numpy(dtype=np.float64)
@@ -494,6 +522,9 @@ class ResonantModel(ABC):
                 "config": config_to_dict(self.config),
                 "summary": self.summary,
                 "training": self.training,
+                "decorrelation": None
+                if self.decorrelation is None
+                else self.decorrelation.describe(),
             }
         )
 
@@ -501,6 +532,12 @@ class ResonantModel(ABC):
         """Write the artifact directory ``path``; ``extra`` (e.g. provenance) is stored alongside."""
         if not self.fitted:
             raise RuntimeError(f"cannot save an unfitted {type(self).__name__}")
+        if extra is not None:
+            self.extra = json_safe(dict(extra))
+        return save_artifact(path, *self.artifact_parts())
+
+    def artifact_parts(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(tensors, metadata)`` of the artifact (nested by composite models such as combine)."""
         tensors: dict[str, Any] = {}
         folds = []
         for k, model in enumerate(self.fold_models):
@@ -508,25 +545,40 @@ class ResonantModel(ABC):
             folds.append({"kind": model.kind, "metadata": json_safe(model.metadata())})
         if self.training_keys is not None:
             tensors[TRAINING_KEYS_TENSOR] = np.asarray(self.training_keys, dtype=np.uint32)
+        if self.decorrelation is not None:
+            tensors.update(prefixed(DECORRELATION_PREFIX, self.decorrelation.tensors()))
         metadata = self.describe()
         metadata["folds"] = folds
-        if extra is not None:
-            self.extra = json_safe(dict(extra))
         metadata["extra"] = self.extra
-        return save_artifact(path, tensors, metadata)
+        return tensors, metadata
 
     @classmethod
     def load(cls, path: str | Path) -> ResonantModel:
         """Load any saved model (dispatching on its method); verifies checksums, runs no code."""
+        tensors, meta = load_artifact(path)
+        return cls.from_artifact_parts(tensors, meta, path)
+
+    @classmethod
+    def from_artifact_parts(
+        cls, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any], path: Any = "model"
+    ) -> ResonantModel:
+        """Inverse of :meth:`artifact_parts` (``path`` only names the artifact in errors)."""
         from adhunt.models.registry import get_method
 
-        tensors, meta = load_artifact(path)
         try:
             method_cls = get_method(meta["method"])
         except KeyError as exc:
             raise ArtifactError(f"{path}: unknown method {meta.get('method')!r}") from exc
         if cls is not ResonantModel and not issubclass(method_cls, cls):
             raise ArtifactError(f"{path} holds a {meta['method']} model, not {cls.__name__}")
+        return method_cls._build_from_parts(tensors, meta, path)
+
+    @classmethod
+    def _build_from_parts(
+        cls, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any], path: Any
+    ) -> ResonantModel:
+        """Build a model of this class from its artifact parts (composite models override)."""
+        method_cls = cls
         try:
             region = SignalRegion(**meta["region"])
             config = config_from_dict(method_cls.config_class, meta["config"])
@@ -550,8 +602,24 @@ class ResonantModel(ABC):
         obj.extra = dict(meta.get("extra") or {})
         keys = tensors.get(TRAINING_KEYS_TENSOR)
         obj.training_keys = None if keys is None else np.asarray(keys, dtype=np.uint32)
+        obj.decorrelation = _load_decorrelation(tensors, meta, path)
         return obj
 
     def __repr__(self) -> str:
         state = "fitted" if self.fitted else "unfitted"
         return f"{type(self).__name__}(features={list(self.features)}, region={self.region}, n_folds={self.n_folds}, seed={self.seed}, {state})"
+
+
+def _load_decorrelation(
+    tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any], path: Any
+) -> Any:
+    """The stored mjj decorrelation of an artifact, or None."""
+    info = meta.get("decorrelation")
+    if not info:
+        return None
+    from adhunt.models.decorrelation import Decorrelation
+
+    try:
+        return Decorrelation.from_parts(unprefixed(DECORRELATION_PREFIX, tensors), info)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable mjj decorrelation ({exc!r})") from exc

@@ -21,6 +21,7 @@ METHODS: dict[str, str] = {
     "ranode": "adhunt.models.ranode:RAnode",
     "iad": "adhunt.models.references:IdealizedAD",
     "supervised": "adhunt.models.references:Supervised",
+    "combine": "adhunt.models.combine:CombinedModel",
 }
 
 

@@ -95,7 +95,9 @@ class WindowTrainer:
     chosen by a hash of (run, event, seed) so the choice is the same on every executor; events
     left out of training are still scored (by their fold's model, which never saw them either).
     ``save_dir``: when set, each window's model is saved to ``save_dir/LOW_HIGH`` with
-    ``extra`` as its provenance record. ``data``/``reference`` may be handles with a ``load()``
+    ``extra`` as its provenance record. ``decorrelate="qr"``: the model also fits the
+    mjj decorrelation of its k-fold scores on every event of ``data`` outside the window and
+    returns (and saves) decorrelated scores. ``data``/``reference`` may be handles with a ``load()``
     method, so that a pool sends a large table to each worker once rather than with every task.
     """
 
@@ -110,6 +112,7 @@ class WindowTrainer:
     reference: Any = None
     save_dir: str | None = None
     extra: Mapping[str, Any] | None = None
+    decorrelate: str = "none"
 
     def region(self, bounds: tuple[float, float]) -> SignalRegion:
         width = self.sideband_width
@@ -146,6 +149,11 @@ class WindowTrainer:
         )
         train = data[self.training_mask(data, region)]
         model.fit(train, reference)
+        if self.decorrelate == "qr":
+            from adhunt.models.decorrelation import QRConfig, fit_decorrelation
+
+            # every event outside the window, scored by the fold model that never saw it
+            fit_decorrelation(model, data, QRConfig(fit_region="sidebands", seed=self.seed))
         scores = model.score(data, mode="kfold")
         if self.save_dir is not None:
             model.save(Path(self.save_dir) / f"{region.low:g}_{region.high:g}", extra=self.extra)
@@ -191,4 +199,5 @@ def window_scorer(
         reference=reference,
         save_dir=None if save_dir is None else str(save_dir),
         extra=extra,
+        decorrelate=cfg.decorrelate,
     )

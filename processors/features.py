@@ -10,9 +10,11 @@ The output accumulator, summed over chunks by coffea::
     {"cutflow": {dataset: {step: n_events}}, "files": [parquet paths],
      "chunks": [(dataset, file, entrystart, entrystop)], "warnings": [...], "errors": [...]}
 
-Cutflow steps, in order (:data:`CUTFLOW_STEPS`): events read; events whose inputs are all finite
-(NaN/inf momenta reject the whole event, counted and reported); trigger; >= 2 jets. Each count is
-a subset of the previous one, so rejections add up exactly.
+Cutflow steps, in order (:data:`CUTFLOW_STEPS`): events read; golden JSON; HLT bits; events whose
+inputs are all finite (NaN/inf momenta reject the whole event, counted and reported); events
+whose candidates (fat jets) are all physical (pT > 0, mass not below float rounding of zero, see
+:func:`adhunt.inputs.physical_events`; rejected, counted and reported the same way); trigger;
+>= 2 jets. Each count is a subset of the previous one, so rejections add up exactly.
 
 (No ``from __future__ import annotations`` here: ``adhunt.config.load_config`` needs real class
 objects in ``FeatureConfig``'s field types to build the nested ``TriggerConfig`` from a file.)
@@ -29,10 +31,12 @@ import pandas as pd
 from coffea import processor
 from coffea.nanoevents import DelphesSchema, PFNanoAODSchema
 
-from adhunt.dijet import dijet_features
+from adhunt.dijet import by_mass_order, dijet_features, jet_masses, leading_is_lighter
+from adhunt.images import jet_images
 from adhunt.inputs import (
     DEFAULT_TREES,
     KINEMATIC_FIELDS,
+    MASS_ROUNDING,
     SCHEMAS,
     TAUS,
     DatasetWeights,
@@ -45,15 +49,39 @@ from adhunt.inputs import (
     load_lumi_mask,
     lumi_mask,
     missing_branches,
+    physical_events,
 )
 from adhunt.jets import ClusteredEvents, TriggerConfig, passes_trigger, to_fastjet_input
-from adhunt.schema import TRUTH_BRANCH
-from adhunt.substructure import nsubjettiness
-from adhunt.tables import chunk_filename, make_feature_frame, write_chunk
+from adhunt.schema import (
+    EXTENDED_BETAS,
+    EXTENDED_N_MAX,
+    IMAGE_COLUMNS,
+    IMAGE_SUFFIX,
+    TRUTH_BRANCH,
+    beta_tag,
+    extended_columns,
+)
+from adhunt.substructure import (
+    SOFTDROP_BETA,
+    SOFTDROP_ZCUT,
+    groomed_observables,
+    nsubjettiness,
+    nsubjettiness_betas,
+    safe_ratio,
+)
+from adhunt.tables import chunk_filename, make_feature_frame, write_chunk, write_chunk_images
 
 logger = logging.getLogger(__name__)
 
-CUTFLOW_STEPS = ("events", "lumi_mask", "hlt", "finite_momenta", "trigger", "two_jets")
+CUTFLOW_STEPS = (
+    "events",
+    "lumi_mask",
+    "hlt",
+    "finite_momenta",
+    "physical_momenta",
+    "trigger",
+    "two_jets",
+)
 JET_SOURCES = ("pfcands", "fatjet")
 JET_MASSES = ("mass", "msoftdrop")
 FATJET_FIELDS = ("pt", "eta", "phi", "mass", "tau1", "tau2", "tau3")
@@ -113,6 +141,12 @@ class FeatureConfig:
     jet_mass: str = "mass"  # fatjet mode: "mass" | "msoftdrop" as the jet mass mj
     lumi_mask: str | None = None  # CMS golden JSON applied to (run, luminosityBlock)
     luminosity: float | None = None  # pb^-1: normalise simulation to xsec x luminosity
+    # Opt-in jet representations (pfcands only); the default pass computes none of them.
+    extended: bool = False  # extended substructure columns (adhunt.schema.extended_columns)
+    softdrop_zcut: float = SOFTDROP_ZCUT  # extended: soft-drop z_cut
+    softdrop_beta: float = SOFTDROP_BETA  # extended: soft-drop angular exponent
+    images: bool = False  # jet images of both jets, one .images.npy per chunk (adhunt.images)
+    image_size: int = 32  # images: pixels per side, over |u|, |v| < radius
 
     def __post_init__(self) -> None:
         if self.schema not in SCHEMAS:
@@ -154,6 +188,38 @@ class FeatureConfig:
             raise ValueError(f"jet_id must be a non-negative bit mask, got {self.jet_id}")
         if self.luminosity is not None and not self.luminosity > 0:
             raise ValueError(f"luminosity must be positive (pb^-1), got {self.luminosity}")
+        if (self.images or self.extended) and self.jets != "pfcands":
+            raise ValueError(
+                "images and extended substructure need jet constituents: use jets='pfcands' "
+                f"(got jets={self.jets!r})"
+            )
+        if self.image_size < 2:
+            raise ValueError(f"image_size must be >= 2 pixels, got {self.image_size}")
+        if not 0 < self.softdrop_zcut < 1 or self.softdrop_beta < 0:
+            raise ValueError(
+                f"soft drop needs 0 < z_cut < 1 and beta >= 0, got z_cut={self.softdrop_zcut}, "
+                f"beta={self.softdrop_beta}"
+            )
+
+    def extra_columns(self) -> tuple[str, ...]:
+        """Columns written after FEATURE_COLUMNS (declared in ``features_config.json``)."""
+        extra: tuple[str, ...] = ()
+        if self.extended:
+            extra += extended_columns()
+        if self.images:
+            extra += IMAGE_COLUMNS
+        return extra
+
+    def image_spec(self) -> dict | None:
+        """What ``features_config.json`` records about the images (None: no images)."""
+        if not self.images:
+            return None
+        return {
+            "size": self.image_size,
+            "radius": self.radius,
+            "shape": ["event", "jet (0: j1, 1: j2)", "v (principal axis)", "u"],
+            "file_suffix": IMAGE_SUFFIX,
+        }
 
     @property
     def tree(self) -> str:
@@ -218,18 +284,18 @@ class DijetFeatureProcessor(processor.ProcessorABC):
         where = f"{filename} (dataset {dataset!r}, entries {start}-{stop})"
         chunk = (dataset, filename, start, stop)
         try:
-            frame, cutflow, warnings = compute_features(
-                events, self.config, dataset, where, self.weights.get(dataset)
-            )
+            result = compute_chunk(events, self.config, dataset, where, self.weights.get(dataset))
+            frame, cutflow, warnings = result.frame, result.cutflow, result.warnings
+            relative = chunk_filename(dataset, filename, start, stop)
+            if result.images is not None:  # before the table: the table marks the chunk done
+                write_chunk_images(result.images, self.output_dir, relative)
             stamp = {
                 "fingerprint": self.stamps["fingerprint"].get(dataset),
                 "input": self.stamps["inputs"].get(filename),
                 "cutflow": cutflow,
                 "warnings": warnings,
             }
-            path = write_chunk(
-                frame, self.output_dir, chunk_filename(dataset, filename, start, stop), stamp
-            )
+            path = write_chunk(frame, self.output_dir, relative, stamp)
         except Exception as err:
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
@@ -268,6 +334,17 @@ def _lumi_mask(path: str):
     return _LUMI_MASKS[key]
 
 
+@dataclass(frozen=True)
+class ChunkFeatures:
+    """One chunk's feature table, cutflow, warnings and (with ``images``) its jet images,
+    float32 (rows of ``frame``, 2, S, S), channel 0 = j1 (the lighter jet)."""
+
+    frame: pd.DataFrame
+    cutflow: dict[str, int]
+    warnings: list[str]
+    images: np.ndarray | None = None
+
+
 def compute_features(
     events,
     config: FeatureConfig,
@@ -281,6 +358,18 @@ def compute_features(
     its frame to parquet, the inference processor (``adhunt.processors.inference``) scores it, so
     both count events with the same cutflow. ``where`` names the chunk in error messages.
     """
+    result = compute_chunk(events, config, dataset, where, weights)
+    return result.frame, result.cutflow, result.warnings
+
+
+def compute_chunk(
+    events,
+    config: FeatureConfig,
+    dataset: str,
+    where: str,
+    weights: DatasetWeights | None = None,
+) -> ChunkFeatures:
+    """:func:`compute_features` plus the jet images when ``config.images``."""
     try:
         return _compute(events, config, dataset, where, weights or DatasetWeights())
     except InputError as err:
@@ -323,6 +412,15 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         warnings.append(f"{where}: {n_bad} event(s) with non-finite {collection} values rejected")
     keep &= finite
     cutflow["finite_momenta"] = int(keep.sum())
+    physical = physical_events(columns["pt"], columns["eta"], columns["mass"])
+    n_bad = int((keep & ~physical).sum())
+    if n_bad:
+        warnings.append(
+            f"{where}: {n_bad} event(s) with non-physical {collection} momenta (pT <= 0 or "
+            f"mass < -{MASS_ROUNDING:g} x |p|) rejected"
+        )
+    keep &= physical
+    cutflow["physical_momenta"] = int(keep.sum())
     columns = {f: v[keep] for f, v in columns.items()}
     if TRUTH_BRANCH in fields:
         truth = ak.to_numpy(events[TRUTH_BRANCH])[keep]
@@ -330,10 +428,19 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         truth = np.full(int(keep.sum()), -1, dtype=np.int32)
     run, lumi, event, weight = run[keep], lumi[keep], event[keep], weight[keep]
 
+    extra, images = None, None
     if config.jets == "fatjet":
         sel, jet_a, jet_b, taus_a, taus_b, masses = _fatjets(columns, cutflow, config)
+        if masses is not None:
+            # rounding leaves |msoftdrop| ~ 1e-5 GeV below zero; the sentinel is -1
+            n_sentinel = sum(int(np.sum(m < -0.01)) for m in masses)
+            if n_sentinel:  # NanoAOD's -1: soft drop found no subjets (see adhunt.inputs)
+                warnings.append(
+                    f"{where}: {n_sentinel} selected jet(s) with negative FatJet_msoftdrop "
+                    "(NanoAOD's -1: no soft-drop subjets); their mj is that value"
+                )
     else:
-        sel, jet_a, jet_b, taus_a, taus_b = _recluster(columns, cutflow, config)
+        sel, jet_a, jet_b, taus_a, taus_b, extra, images = _recluster(columns, cutflow, config)
         masses = None
     features = dijet_features(jet_a, jet_b, taus_a, taus_b, masses=masses)
     frame = make_feature_frame(
@@ -344,8 +451,9 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         features,
         luminosity_block=lumi[sel],
         weight=weight[sel],
+        extra=extra,
     )
-    return frame, cutflow, warnings
+    return ChunkFeatures(frame, cutflow, warnings, images)
 
 
 def _event_ids(events, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -414,11 +522,61 @@ def _recluster(columns: dict, cutflow: dict, config: FeatureConfig):
     clustered = ClusteredEvents(to_fastjet_input(ak.zip(columns)), config.radius, "antikt")
     sel = _select(clustered.jets, cutflow, config)
     leading = clustered.leading(sel, 2)
-    taus = nsubjettiness(leading.constituents, config.radius, 3, config.beta)
-    taus = taus.reshape(-1, 2, 3)
     jet_a = {k: v[:, 0] for k, v in leading.jets.items()}
     jet_b = {k: v[:, 1] for k, v in leading.jets.items()}
-    return sel, jet_a, jet_b, taus[:, 0], taus[:, 1]
+    if not (config.extended or config.images):  # the default pass: nothing more than before
+        taus = nsubjettiness(leading.constituents, config.radius, 3, config.beta)
+        taus = taus.reshape(-1, 2, 3)
+        return sel, jet_a, jet_b, taus[:, 0], taus[:, 1], None, None
+    a_is_light = leading_is_lighter(*jet_masses(jet_a, jet_b))
+    extra: dict[str, np.ndarray] = {}
+    images = None
+    if config.extended:
+        betas = tuple(dict.fromkeys((config.beta, *EXTENDED_BETAS)))  # one kT reclustering
+        all_taus = nsubjettiness_betas(leading.constituents, config.radius, EXTENDED_N_MAX, betas)
+        taus = all_taus[:, 0, :3].reshape(-1, 2, 3)
+        extra.update(_extended_columns(leading, all_taus, betas, a_is_light, config))
+    else:
+        taus = nsubjettiness(leading.constituents, config.radius, 3, config.beta)
+        taus = taus.reshape(-1, 2, 3)
+    if config.images:
+        jets = jet_images(leading.constituents, config.radius, config.image_size)
+        size = config.image_size
+        images = by_mass_order(jets.images.reshape(-1, 2, size, size), a_is_light)
+        pt_sum = by_mass_order(jets.pt_sum.reshape(-1, 2), a_is_light)
+        outside = by_mass_order(jets.outside.reshape(-1, 2), a_is_light)
+        extra.update(
+            {
+                "image_pt_j1": pt_sum[:, 0],
+                "image_pt_j2": pt_sum[:, 1],
+                "image_outside_j1": outside[:, 0],
+                "image_outside_j2": outside[:, 1],
+            }
+        )
+    return sel, jet_a, jet_b, taus[:, 0], taus[:, 1], extra, images
+
+
+def _extended_columns(leading, all_taus, betas, a_is_light, config) -> dict[str, np.ndarray]:
+    """The extended substructure set (``adhunt.schema.extended_columns``), j1/j2 by mass."""
+    n_jets = len(leading.constituents)
+    out: dict[str, np.ndarray] = {}
+    per_jet: dict[str, np.ndarray] = {}
+    for beta in EXTENDED_BETAS:
+        tag, taus = beta_tag(beta), all_taus[:, betas.index(beta), :]
+        for n in range(1, EXTENDED_N_MAX + 1):
+            per_jet[f"tau{n}_b{tag}"] = taus[:, n - 1]
+        for n in range(2, EXTENDED_N_MAX + 1):
+            per_jet[f"tau{n}{n - 1}_b{tag}"] = safe_ratio(taus[:, n - 1], taus[:, n - 2])
+    groomed = groomed_observables(
+        leading.constituents, config.radius, config.softdrop_zcut, config.softdrop_beta
+    )
+    per_jet["msd"], per_jet["d2"] = groomed["msd"], groomed["d2"]
+    counts = ak.to_numpy(ak.num(leading.constituents, axis=1)).astype(np.int64)
+    per_jet["nconst"] = counts if n_jets else np.zeros(0, np.int64)
+    for name, values in per_jet.items():
+        ordered = by_mass_order(np.asarray(values).reshape(-1, 2), a_is_light)
+        out[f"{name}_j1"], out[f"{name}_j2"] = ordered[:, 0], ordered[:, 1]
+    return {name: out[name] for name in extended_columns()}
 
 
 def _fatjets(columns: dict, cutflow: dict, config: FeatureConfig):

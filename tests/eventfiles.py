@@ -7,6 +7,13 @@ The events are built so that the expected selection is known by construction:
 - ``soft``: a few GeV of scattered particles (fails the trigger);
 - ``empty``: no particles (fails the trigger);
 - ``nan``: a dijet event with one NaN pT (rejected at ``finite_momenta``).
+
+Kinds for the physical-momentum check (:data:`MOMENTUM_KINDS`, not in :data:`KINDS`):
+
+- ``negpt``: a dijet event with one negative candidate pT (rejected at ``physical_momenta``);
+- ``negmass``: a dijet event with one candidate of mass -1 GeV, far beyond rounding (rejected);
+- ``roundmass``: a dijet event whose candidates all have mass -2e-4 x |p|, float rounding as in
+  real NanoAOD (accepted: passes every cut like ``dijet``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import numpy as np
 import uproot
 
 KINDS = ("dijet", "monojet", "soft", "empty", "nan")
+MOMENTUM_KINDS = ("negpt", "negmass", "roundmass")
+_DIJETS = ("dijet", "nan", *MOMENTUM_KINDS)
 
 
 def _spray(rng: np.random.Generator, pt_total: float, eta: float, phi: float, n: int, width: float):
@@ -32,7 +41,7 @@ def _spray(rng: np.random.Generator, pt_total: float, eta: float, phi: float, n:
 def make_event(kind: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Particles (pt, eta, phi, mass) of one event of the given kind."""
     parts = []
-    if kind in ("dijet", "nan"):
+    if kind in _DIJETS:
         phi0 = rng.uniform(-np.pi, np.pi)
         eta0 = rng.uniform(-1, 1)
         for sign in (1, -1):
@@ -61,6 +70,12 @@ def make_event(kind: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     mass = np.full(len(pt), 0.13957)
     if kind == "nan":
         pt[3] = np.nan
+    elif kind == "negpt":
+        pt[3] = -pt[3]
+    elif kind == "negmass":
+        mass[3] = -1.0
+    elif kind == "roundmass":
+        mass = -2e-4 * pt * np.cosh(eta)
     return {"pt": pt, "eta": eta, "phi": phi, "mass": mass}
 
 
@@ -121,8 +136,9 @@ def expected_cutflow(kinds: list[str]) -> dict[str, int]:
         "lumi_mask": len(kinds),
         "hlt": len(kinds),
         "finite_momenta": sum(k != "nan" for k in kinds),
-        "trigger": sum(k in ("dijet", "monojet") for k in kinds),
-        "two_jets": sum(k == "dijet" for k in kinds),
+        "physical_momenta": sum(k not in ("nan", "negpt", "negmass") for k in kinds),
+        "trigger": sum(k in ("dijet", "monojet", "roundmass") for k in kinds),
+        "two_jets": sum(k in ("dijet", "roundmass") for k in kinds),
     }
 
 

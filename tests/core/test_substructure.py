@@ -166,3 +166,117 @@ def test_safe_ratio_and_bad_arguments():
         nsubjettiness(_as_awkward([[(1.0, 0.0, 0.0, 1.0)]]), r0=0.0)
     with pytest.raises(ValueError, match="n_max"):
         nsubjettiness(_as_awkward([[(1.0, 0.0, 0.0, 1.0)]]), r0=1.0, n_max=0)
+
+
+# --- the extended set: several betas from one clustering, soft-drop mass, D2 -----------------------
+
+
+def test_tau_up_to_five_at_three_betas_match_brute_force(jets):
+    from adhunt.substructure import nsubjettiness_betas
+
+    betas = (0.5, 1.0, 2.0)
+    taus = nsubjettiness_betas(_as_awkward(jets), r0=1.0, n_max=5, betas=betas)
+    assert taus.shape == (len(jets), 3, 5)
+    for b, beta in enumerate(betas):
+        expected = np.array([[brute_force_tau(j, n, 1.0, beta) for n in range(1, 6)] for j in jets])
+        np.testing.assert_allclose(taus[:, b], expected, rtol=1e-9, atol=1e-12)
+        # one clustering for all betas gives exactly what a single-beta call gives
+        np.testing.assert_array_equal(
+            taus[:, b, :3], nsubjettiness(_as_awkward(jets), 1.0, 3, beta)
+        )
+    assert np.all(taus[-1, 0] > taus[-1, 2])  # beta 0.5 weighs small angles up: larger taus
+
+
+def _massless(pt, rap, phi, m=0.0):
+    mt = math.hypot(pt, m)
+    return (pt * math.cos(phi), pt * math.sin(phi), mt * math.sinh(rap), mt * math.cosh(rap))
+
+
+def test_softdrop_mass_by_hand():
+    """C/A declustering with z_cut 0.1, beta 0, computed by hand on toy jets."""
+    from adhunt.substructure import groomed_observables
+
+    a, b = _massless(500.0, 0.0, 0.0), _massless(300.0, 0.3, 0.0)
+    c = _massless(20.0, -0.5, 0.8)  # far away and soft: z = 20/820 < 0.1 -> groomed away
+    heavy = _massless(500.0, 0.0, 0.0, m=5.0)
+    light = _massless(30.0, 0.2, 0.2)  # z = 30/530 < 0.1: dropped, the massive particle stays
+    d = _massless(120.0, 0.0, 0.5)  # z = 120/920 > 0.1 at the first declustering: kept
+    msd = groomed_observables(_as_awkward([[a, b, c], [heavy, light], [a, b, d], [a]]), r0=1.0)[
+        "msd"
+    ]
+    m_ab = math.sqrt(2 * 500 * 300 * (math.cosh(0.3) - 1))  # massless pair
+    total = [sum(x) for x in zip(a, b, d, strict=True)]
+    m_abd = math.sqrt(total[3] ** 2 - total[0] ** 2 - total[1] ** 2 - total[2] ** 2)
+    np.testing.assert_allclose(msd, [m_ab, 5.0, m_abd, 0.0], rtol=1e-9, atol=1e-6)
+
+
+def _brute_force_d2(jet, beta=1.0):
+    pts = [math.sqrt(_pt2(p)) for p in jet]
+    total = sum(pts)
+    z = [p / total for p in pts]
+    n = len(jet)
+
+    def angle(i, j):
+        return math.sqrt(_dr2(jet[i], jet[j])) ** beta
+
+    e2 = sum(z[i] * z[j] * angle(i, j) for i in range(n) for j in range(i + 1, n))
+    e3 = sum(
+        z[i] * z[j] * z[k] * angle(i, j) * angle(i, k) * angle(j, k)
+        for i in range(n)
+        for j in range(i + 1, n)
+        for k in range(j + 1, n)
+    )
+    return e3 / e2**3 if e2 > 0 else 0.0
+
+
+def test_d2_matches_brute_force(jets):
+    """D2 = e3 / e2^3 (normalised pT and (y, phi) distances); 0 for a one-constituent jet."""
+    from adhunt.substructure import groomed_observables
+
+    small = [j for j in jets if len(j) <= 21]  # the triple sum is O(n^3)
+    d2 = groomed_observables(_as_awkward([*small, []]), r0=1.0)["d2"]
+    expected = [_brute_force_d2(j) for j in small] + [0.0]
+    np.testing.assert_allclose(d2, expected, rtol=1e-9, atol=1e-12)
+    assert d2[0] == 0.0 and np.all(d2[4:-1] > 0)
+
+
+def _fastjet_groomed(array, r0, z_cut, sd_beta, d2_beta):
+    """Second reference: fastjet-contrib SoftDrop and EnergyCorrelatorD2 through fastjet's Python."""
+    import warnings
+
+    import fastjet
+
+    from adhunt.substructure import KT_AXES_RADIUS
+
+    sequence = fastjet.ClusterSequence(
+        array, fastjet.JetDefinition(fastjet.cambridge_algorithm, KT_AXES_RADIUS)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        groomed = sequence.exclusive_jets_softdrop_grooming(
+            njets=1, beta=sd_beta, symmetry_cut=z_cut, R0=r0
+        )
+        d2 = sequence.exclusive_jets_energy_correlator(njets=1, beta=d2_beta, func="d2")
+    d2 = np.asarray(ak.to_numpy(d2), dtype=np.float64)
+    return np.asarray(ak.to_numpy(groomed.msoftdrop)), np.where(np.isfinite(d2), d2, 0.0)
+
+
+@pytest.mark.parametrize("z_cut,sd_beta,d2_beta", [(0.1, 0.0, 1.0), (0.2, 1.0, 2.0)])
+def test_groomed_observables_match_fastjet(jets, z_cut, sd_beta, d2_beta):
+    from adhunt.substructure import groomed_observables
+
+    rng = np.random.default_rng(21)
+    more = [_random_jet(rng, n, 1 + i % 3) for i, n in enumerate([60, 90, 120, 45, 75, 33])]
+    sample = [j for j in jets if j] + more
+    array = _as_awkward(sample)
+    ours = groomed_observables(array, r0=0.8, z_cut=z_cut, sd_beta=sd_beta, d2_beta=d2_beta)
+    msd, d2 = _fastjet_groomed(array, 0.8, z_cut, sd_beta, d2_beta)
+    np.testing.assert_allclose(ours["msd"], msd, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours["d2"], d2, rtol=1e-9, atol=1e-12)
+    groomed = ours["msd"] < np.array([_mass(j) for j in sample]) * (1 - 1e-6)
+    assert groomed.any() and not groomed.all()  # grooming happens, but not everywhere
+
+
+def _mass(jet):
+    total = [sum(x) for x in zip(*jet, strict=True)]
+    return math.sqrt(max(total[3] ** 2 - total[0] ** 2 - total[1] ** 2 - total[2] ** 2, 0.0))

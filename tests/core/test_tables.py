@@ -162,3 +162,37 @@ def test_default_keys_do_not_depend_on_which_level_is_read(tmp_path):
     pd.testing.assert_frame_equal(read_table(tmp_path / "qcd")[keys], whole[keys])
     one = read_table(tmp_path / "qcd" / "part-1.parquet")
     assert one[["run", "event"]].values.tolist() == whole[["run", "event"]].values[4:].tolist()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["packed-key", "large-event-numbers"])
+def test_repeated_event_keys_are_found_against_brute_force(big, caplog):
+    from adhunt.tables import DuplicateEventsError, check_unique_events
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    run = rng.integers(1, 4, n)
+    event = rng.integers(0, 3000, n) + (2**40 if big else 0)
+    frame = pd.DataFrame({"dataset": np.where(run == 1, "a", "b"), "run": run, "event": event})
+    pairs = list(zip(run.tolist(), event.tolist(), strict=True))
+    counts = {p: pairs.count(p) for p in set(pairs)}  # brute force, independent of pandas
+    repeated = sorted(p for p, c in counts.items() if c > 1)
+    assert repeated  # the draw does repeat keys
+    with pytest.raises(DuplicateEventsError, match=rf"^x: {len(repeated)} \(run, event\) key"):
+        check_unique_events(frame, "x")
+    with caplog.at_level(logging.WARNING):
+        assert check_unique_events(frame, "x", allow_duplicates=True) == len(repeated)
+    assert "--allow-duplicates" in caplog.text
+    unique = frame.drop_duplicates(["run", "event"])
+    assert check_unique_events(unique, "x") == 0
+
+
+def test_same_named_files_without_keys_are_refused_as_duplicates(tmp_path):
+    """Default keys are (CRC-32 of the file name, row): two part0.parquet share them."""
+    for name in ("qcd", "sig"):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"mjj": [3000.0, 3100.0], "mj1": [1.0, 2.0]}).to_parquet(
+            tmp_path / name / "part0.parquet"
+        )
+    with pytest.raises(FeatureTableError, match=r"2 \(run, event\) key.*give them run and event"):
+        read_table(tmp_path, columns=["mj1"])
+    assert len(read_table(tmp_path, columns=["mj1"], allow_duplicates=True)) == 4

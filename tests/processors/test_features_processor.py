@@ -204,6 +204,37 @@ def test_every_event_kind_is_in_the_synthetic_sample():
     assert set(KINDS_A) == set(KINDS)
 
 
+def test_non_physical_candidates_are_rejected_counted_and_reported(tmp_path):
+    """Negative pT or a mass far below zero rejects the event like NaN (counted, reported with the
+    file); masses negative by float rounding (as real NanoAOD has) are accepted."""
+    kinds = ["dijet", "negpt", "roundmass", "negmass", "nan", "soft", "dijet", "negpt"]
+    columns = make_events(kinds, seed=4)
+    path = write_events(tmp_path / "odd.root", columns)
+    result = run_features({"odd": [str(path)]}, tmp_path / "out", chunksize=3)
+    counts = result.cutflow["odd"]
+    assert counts == expected_cutflow(kinds)
+    assert counts["finite_momenta"] - counts["physical_momenta"] == 3  # 2 negpt + 1 negmass
+    steps = [counts[s] for s in CUTFLOW_STEPS]
+    assert steps == sorted(steps, reverse=True)  # nested: every rejection counted at one step
+    reports = [w for w in result.warnings if "non-physical" in w]
+    assert reports and all("odd.root" in w for w in reports)
+    assert sum(int(w.split(": ")[1].split()[0]) for w in reports) == 3
+    logged = json.loads((tmp_path / "out" / "cutflow.json").read_text())
+    assert logged["cutflow"]["odd"]["physical_momenta"] == counts["physical_momenta"]
+    assert any("non-physical" in w for w in logged["warnings"])
+    frame = read_features(tmp_path / "out")
+    kept = [int(columns["event"][i]) for i, k in enumerate(kinds) if k in ("dijet", "roundmass")]
+    assert frame["event"].tolist() == kept
+    # the same events with the candidate fixed: the rejected events were really changed by it
+    fixed = make_events(kinds, seed=4)
+    pf = fixed["PFCands"]
+    good = ak.zip({f: abs(pf[f]) if f in ("pt", "mass") else pf[f] for f in pf.fields})
+    fixed["PFCands"] = good
+    write_events(tmp_path / "fixed.root", fixed)
+    again = run_features({"odd": [str(tmp_path / "fixed.root")]}, tmp_path / "out2")
+    assert again.cutflow["odd"]["physical_momenta"] == counts["finite_momenta"]
+
+
 # --- fatjet mode ----------------------------------------------------------------------------
 
 
@@ -237,6 +268,7 @@ def test_fatjet_mode_uses_the_nanoaod_collection(tmp_path):
         "lumi_mask": 5,
         "hlt": 5,
         "finite_momenta": 4,
+        "physical_momenta": 4,
         "trigger": 3,
         "two_jets": 2,
     }

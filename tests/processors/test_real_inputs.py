@@ -114,6 +114,36 @@ def test_puppi_features_end_to_end_and_echo(tmp_path):
     assert read_features(out)["mj2"].mean() > 1.3 * frame["mj2"].mean()
 
 
+@pytest.mark.parametrize(
+    ("sample", "branch", "config"),
+    [
+        (PFNANO, "PFCands_mass", {"radius": 0.8}),
+        (PFNANO, "PFCands_mass", {"radius": 0.8, "puppi": False}),
+        (V15, "PFCand_mass", {"radius": 0.8}),
+        (DIMUON, "FatJet_msoftdrop", {"jets": "fatjet"}),
+    ],
+    ids=["pfnano-puppi", "pfnano", "v15", "dimuon-fatjet"],
+)
+def test_real_nanoaod_passes_the_physical_momentum_check(sample, branch, config, tmp_path):
+    """Real NanoAOD holds negative masses (float rounding of massless candidates; msoftdrop -1):
+    no real event is rejected as non-physical."""
+    values = ak.flatten(_arrays(sample, [branch])[branch])
+    assert ak.sum(values < 0) > 0  # the file really has them: the check is exercised
+    result = run_features({"s": [str(sample)]}, tmp_path, FeatureConfig(**config, **NO_TRIGGER))
+    counts = result.cutflow["s"]
+    assert counts["physical_momenta"] == counts["finite_momenta"] == counts["events"]
+    assert not any("non-physical" in w for w in result.warnings)
+
+
+def test_soft_drop_sentinel_is_reported(tmp_path):
+    """nano_dimuon.root: one of the two leading fat jets of an event has msoftdrop = -1."""
+    config = FeatureConfig(jets="fatjet", jet_mass="msoftdrop", **NO_TRIGGER)
+    result = run_features({"d": [str(DIMUON)]}, tmp_path, config)
+    assert any("1 selected jet(s) with negative FatJet_msoftdrop" in w for w in result.warnings)
+    frame = read_features(tmp_path)
+    assert (frame[["mj1", "mj2"]].to_numpy() == -1).sum() == 1
+
+
 # --- schemas, names, trees ----------------------------------------------------------------------
 
 
