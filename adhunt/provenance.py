@@ -20,6 +20,12 @@ model trained on it and with the ensemble of all folds otherwise. Reference (tru
 samples of the idealized AD are used by every fold, so no mode scores them without bias: score
 independent reference events.
 
+The record also keeps the feature definition of the training table (jet source, radius, beta,
+trigger, ... as ``adhunt features`` wrote them in ``features_config.json``):
+:func:`check_feature_definition` is the one check that ``score``, ``evaluate``, ``infer`` and
+``sculpting`` run before scoring a table (or, in ``infer``, running the feature processor), so
+that an R = 0.4 table is never scored by a model trained on R = 1.0 features.
+
 The core imports no models: :func:`score_auto` works with any object offering ``score(frame,
 mode)`` and ``trained_mask(frame)``.
 """
@@ -27,6 +33,7 @@ mode)`` and ``trained_mask(frame)``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,21 +42,31 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from adhunt.config import json_safe
 from adhunt.regions import event_hash
 
 __all__ = [
     "COMMANDS",
+    "EXTENDED_FEATURE_FIELDS",
+    "IGNORED_FEATURE_FIELDS",
     "PROVENANCE_KEY",
     "PROVENANCE_VERSION",
+    "FeatureDefinitionError",
     "Injection",
     "Provenance",
     "ProvenanceError",
+    "check_feature_definition",
+    "check_tables_agree",
+    "definition_differences",
+    "feature_definition",
     "in_key_set",
     "make_provenance",
+    "model_feature_definition",
     "provenance_extra",
     "read_provenance",
     "rebuild_training_table",
     "score_auto",
+    "table_feature_definition",
     "training_key_set",
 ]
 
@@ -96,6 +113,9 @@ class Provenance:
     truth_counts: dict[str, Any] | None = None  # SR signal/background counts when truth is known
     config: dict[str, Any] = field(default_factory=dict)  # the method's configuration
     version: int = PROVENANCE_VERSION
+    # How the training table's features were made (:func:`table_feature_definition`); None: a
+    # foreign table or a DataFrame, or a model saved before the definition was recorded.
+    feature_definition: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.command not in COMMANDS:
@@ -160,6 +180,7 @@ class Provenance:
                 truth_counts=d.get("truth_counts"),
                 config=dict(d.get("config") or {}),
                 version=int(d.get("version", PROVENANCE_VERSION)),
+                feature_definition=_definition(d.get("feature_definition")),
             )
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, ProvenanceError):
@@ -206,6 +227,9 @@ def make_provenance(
 ) -> Provenance:
     """The record of a training run; ``features``/``reference``: a path or a DataFrame.
 
+    The feature definition of a ``features`` path (:func:`table_feature_definition`) is
+    recorded with it, so that scoring commands can refuse tables made differently.
+
     ``injection``: an :class:`Injection` or a mapping with ``signal`` (path or frame; or
     ``signal_dir``),
     ``n_injected``, ``seed`` and optionally ``signal_datasets`` and ``counts``.
@@ -228,6 +252,9 @@ def make_provenance(
         n_reference=None if n_reference is None else int(n_reference),
         truth_counts=None if truth_counts is None else dict(truth_counts),
         config=dict(config or {}),
+        feature_definition=None
+        if _source(features) is None
+        else table_feature_definition(features),
     )
 
 
@@ -284,6 +311,191 @@ def rebuild_training_table(
         table = inject_signal(table[keep], signal[keep], inj.n_injected, inj.seed)
         check_unique_events(table, f"{what} with the injected signal", **allow)
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# How the training table's features were made
+# --------------------------------------------------------------------------------------------
+
+#: Feature-configuration fields that do not change an event's features: which data luminosity
+#: sections are kept, the normalisation of the weights, and the opt-in extra outputs (extended
+#: substructure columns, jet images), which add columns without changing the others (a model
+#: needing them is refused where they are missing, by its input columns). Every other field
+#: (jet source, radius, beta, trigger, HLT bits, PUPPI, fat-jet cuts, schema) does.
+IGNORED_FEATURE_FIELDS = frozenset({"lumi_mask", "luminosity", "extended", "images", "image_size"})
+#: Fields that only shape the extended columns: compared when both sides computed those.
+EXTENDED_FEATURE_FIELDS = frozenset({"softdrop_zcut", "softdrop_beta"})
+
+
+class FeatureDefinitionError(ValueError):
+    """A table (or processor configuration) whose features are made differently from a model's."""
+
+
+def feature_definition(
+    features: Mapping[str, Any], columns: Iterable[str] | None = None, source: str | None = None
+) -> dict[str, Any]:
+    """The definition record of a feature configuration (``config_to_dict(FeatureConfig)``, as
+    ``adhunt features`` writes it under ``"features"`` in ``features_config.json``)."""
+    if not isinstance(features, Mapping):
+        raise FeatureDefinitionError(
+            f"a feature configuration must be a mapping, got {type(features).__name__}"
+        )
+    return {
+        "features": json_safe(dict(features)),
+        "columns": None if columns is None else [str(c) for c in columns],
+        "source": source,
+    }
+
+
+def table_feature_definition(path: str | Path) -> dict[str, Any] | None:
+    """The feature definition of a table: that of the ``adhunt features`` directory it is (or
+    one dataset directory of); None for any other table (a foreign parquet file or directory).
+
+    Directories are recognised exactly as :func:`adhunt.tables.read_table` recognises them.
+    """
+    import json
+
+    from adhunt.tables import FEATURES_CONFIG_NAME, is_chunk_dataset_directory
+
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    if (root / FEATURES_CONFIG_NAME).is_file():
+        config, tables = root / FEATURES_CONFIG_NAME, sorted(root.glob("*/*.parquet"))
+    elif is_chunk_dataset_directory(root) and (root.parent / FEATURES_CONFIG_NAME).is_file():
+        config, tables = root.parent / FEATURES_CONFIG_NAME, sorted(root.glob("*.parquet"))
+    else:
+        return None
+    try:
+        doc = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise FeatureDefinitionError(f"{config}: unreadable ({err})") from err
+    features = doc.get("features") if isinstance(doc, Mapping) else None
+    if not isinstance(features, Mapping):
+        raise FeatureDefinitionError(f"{config}: no 'features' mapping (not an adhunt output?)")
+    columns = None
+    if tables:
+        import pyarrow.parquet as pq
+
+        try:
+            columns = pq.read_schema(tables[0]).names
+        except Exception:  # an unreadable chunk is reported by the table reader, by name
+            columns = None
+    return feature_definition(features, columns, source=str(config))
+
+
+def model_feature_definition(model: Any) -> dict[str, Any] | None:
+    """The feature definition a model (or its ``extra``) records; None if it records none."""
+    record = read_provenance(model)
+    return None if record is None else record.feature_definition
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def definition_differences(
+    first: Mapping[str, Any], second: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """``(field, first value, second value)`` of every feature-changing field that differs.
+
+    Fields (``trigger.pt_min`` for nested ones) in :data:`IGNORED_FEATURE_FIELDS` are skipped,
+    :data:`EXTENDED_FEATURE_FIELDS` unless both sides computed the extended columns, and fields
+    recorded on one side only (written by an adhunt that did not have them).
+    """
+    a = _flatten(first.get("features") or {})
+    b = _flatten(second.get("features") or {})
+    both_extended = bool(a.get("extended")) and bool(b.get("extended"))
+    out = []
+    for name, value in a.items():
+        if name.split(".")[0] in IGNORED_FEATURE_FIELDS or name not in b:
+            continue
+        if name in EXTENDED_FEATURE_FIELDS and not both_extended:
+            continue
+        other = b[name]
+        if json_safe(value) != json_safe(other):
+            out.append((name, value, other))
+    return out
+
+
+def check_feature_definition(
+    model_definition: Mapping[str, Any] | None,
+    table_definition: Mapping[str, Any] | None,
+    *,
+    model: str,
+    table: str,
+    noun: str = "table",
+) -> None:
+    """Refuse a table whose features are made differently from the model's training table.
+
+    Raises :class:`FeatureDefinitionError` naming every differing field and both values, e.g.
+    ``radius: model trained on 1.0, table has 0.4``. When either side records no definition (a
+    foreign table, a model saved before definitions were recorded) nothing can be compared:
+    a WARNING says so and the table is accepted. ``model``/``table`` name both in messages;
+    ``noun`` is what the table is called in the differences (``table``, ``--config``).
+    """
+    if model_definition is None:
+        log.warning(
+            "model %s does not record how its training features were made (a foreign table, or "
+            "saved before adhunt recorded it): cannot check that %s matches it",
+            model, table,
+        )  # fmt: skip
+        return
+    if table_definition is None:
+        log.warning(
+            "%s records no feature definition (not written by adhunt features): cannot check "
+            "that it matches the features model %s was trained on",
+            table, model,
+        )  # fmt: skip
+        return
+    diffs = definition_differences(model_definition, table_definition)
+    if diffs:
+        what = "; ".join(
+            f"{f}: model trained on {_show(a)}, {noun} has {_show(b)}" for f, a, b in diffs
+        )
+        raise FeatureDefinitionError(
+            f"{table} was made with other feature settings than model {model}'s training "
+            f"table: {what}"
+        )
+
+
+def check_tables_agree(tables: Mapping[str, Any]) -> None:
+    """Refuse tables read together (``--features``, ``--signal``, ``--reference``) whose features
+    were made with different settings; ``tables``: option -> path (None or a DataFrame: skipped,
+    as are tables that record no definition)."""
+    known = [
+        (f"{option} {path}", definition)
+        for option, path in tables.items()
+        if isinstance(path, str | Path)
+        and (definition := table_feature_definition(path)) is not None
+    ]
+    for (first, a), (label, b) in itertools.product(known[:1], known[1:]):
+        diffs = definition_differences(a, b)
+        if diffs:
+            what = "; ".join(f"{f}: {_show(x)} in {first}, {_show(y)}" for f, x, y in diffs)
+            raise FeatureDefinitionError(
+                f"{label} was made with other feature settings than {first}: {what}"
+            )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _definition(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("features"), Mapping):
+        raise ProvenanceError("provenance feature_definition must hold a 'features' mapping")
+    return dict(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,12 +60,23 @@ DEFAULT_SIGNAL_REGION = (3300.0, 3700.0)
 #: hence with mjj: a classifier of signal region vs sidebands learns that correlation and its cut
 #: sculpts a bump into whichever window it was trained on. m/mjj is nearly mjj-independent for QCD
 #: while a resonance's daughters stay sharp peaks in it. Computed, never stored: see
-#: :func:`adhunt.dijet.with_derived_features`.
+#: :func:`adhunt.dijet.with_derived_features`. ``m/pT`` of each jet is the boost-invariant mass
+#: that FORCE regresses the jet pT from (a pT regression must not see a scale).
 DERIVED_FEATURES: dict[str, tuple[str, str]] = {
     "mj1_over_mjj": ("mj1", "mjj"),
     "mj2_over_mjj": ("mj2", "mjj"),
     "delta_mj_over_mjj": ("delta_mj", "mjj"),
+    "mj1_over_pt_j1": ("mj1", "pt_j1"),
+    "mj2_over_pt_j2": ("mj2", "pt_j2"),
 }
+
+#: Per-jet inputs of the outlier detectors (ae, vae, tnt): each jet's mass and tau ratios. j1 and
+#: j2 columns pair up by name (``mj1`` <-> ``mj2``, ``*_j1`` <-> ``*_j2``).
+JET_FEATURES = ("mj1", "tau21_j1", "tau32_j1", "mj2", "tau21_j2", "tau32_j2")
+#: Per-jet scale/boost-invariant inputs of FORCE (it regresses the jet pT from them).
+INVARIANT_JET_FEATURES = (
+    "mj1_over_pt_j1", "tau21_j1", "tau32_j1", "mj2_over_pt_j2", "tau21_j2", "tau32_j2",
+)  # fmt: skip
 
 #: Default inputs of the sliding-window scan: the standard features with the masses scaled by mjj.
 SCAN_FEATURES = ("mj1_over_mjj", "delta_mj_over_mjj", "tau21_j1", "tau21_j2")

@@ -238,9 +238,21 @@ def tuned_config(
                     if f.name == "flow" and flow_epochs is not None:
                         new = dataclasses.replace(new, epochs=flow_epochs)
                     changes[f.name] = new
+            if "num_threads" in {f.name for f in dataclasses.fields(cfg)}:
+                changes["num_threads"] = threads  # outlier configs (ae, vae, force)
         return dataclasses.replace(cfg, **changes) if changes else cfg
 
     return tune(get_method(method).config_class())
+
+
+def method_features(method: str, features: Sequence[str]) -> tuple[str, ...]:
+    """The benchmark's features for the resonant methods; the outlier detectors (ae, vae, force,
+    tnt) take their own per-jet inputs (each jet's mass and tau ratios; FORCE: m/pT)."""
+    from adhunt.models.outliers import OutlierModel
+    from adhunt.models.registry import get_method
+
+    cls = get_method(method)
+    return tuple(cls.default_features if issubclass(cls, OutlierModel) else features)
 
 
 @dataclass
@@ -290,6 +302,7 @@ def train_and_evaluate(
 
     cls = get_method(method)
     config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
+    features = method_features(method, features)
     model = cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
     log.info("%s: training on %d events", method, len(data))
     t0 = time.perf_counter()
@@ -359,6 +372,7 @@ def sculpting_stage(
 
     cls = get_method(method)
     config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
+    features = method_features(method, features)
     model = cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
     t0 = time.perf_counter()
     model.fit(data, None)

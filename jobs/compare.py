@@ -26,6 +26,8 @@ from adhunt.jobs.options import (
     AllowDuplicatesOption,
     DatasetsOption,
     OutputDirOption,
+    OverwriteOption,
+    checked_output,
     split_list,
 )
 
@@ -48,16 +50,16 @@ def run_compare(
     all_mjj: bool = False,
     progress: Any | None = None,
     allow_duplicates: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Compare saved models on a labelled table; returns the ``comparison.json`` content."""
     import pandas as pd
 
     from adhunt.jobs.evaluate import evaluate_models
+    from adhunt.outputs import check_output_dir
     from adhunt.performance import comparison_row, plot_sic
 
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"output {output} exists and is not a directory")
+    output = check_output_dir(output, command="compare", overwrite=overwrite)
     results, summary = evaluate_models(
         model_dirs, features, mode, min_background, datasets, all_mjj, progress,
         allow_duplicates=allow_duplicates,
@@ -135,10 +137,13 @@ def compare(
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
     allow_duplicates: AllowDuplicatesOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Max SIC, AUC and signal efficiency at 1%/0.1% background of several models: table + plot."""
     from adhunt.jobs.reporting import console, progress_bar
     from adhunt.models.artifact import ArtifactError
+
+    checked_output(output, command="compare", overwrite=overwrite)
 
     with progress_bar() as bar:
         task = bar.add_task("compare", total=len(models))
@@ -146,6 +151,7 @@ def compare(
             report = run_compare(
                 models, features, output, mode=mode, min_background=min_background,
                 datasets=split_list(datasets), all_mjj=all_mjj, allow_duplicates=allow_duplicates,
+                overwrite=overwrite,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         except (ArtifactError, ValueError, KeyError, ImportError, FileNotFoundError) as exc:

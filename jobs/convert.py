@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from adhunt.jobs.options import OutputDirOption
+from adhunt.jobs.options import OutputDirOption, OverwriteOption, checked_output
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,10 @@ def convert_lhco(
     run: Annotated[
         int, typer.Option("--run", help="Value of the run column (1, 2 are generated QCD, W').")
     ] = 3,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Convert an LHC Olympics HDF5 file: hadrons -> ROOT + fileset, or --features -> parquet."""
+    checked_output(output, command="convert-lhco", overwrite=overwrite)
     from adhunt.jobs.reporting import progress_bar
     from adhunt.lhco import FILESET_NAME, convert_lhco, convert_lhco_features, inspect_lhco
 

@@ -26,6 +26,8 @@ from typing import Annotated, Any
 
 import typer
 
+from adhunt.jobs.options import OverwriteOption, checked_output
+
 logger = logging.getLogger(__name__)
 
 
@@ -116,8 +118,11 @@ def run_demo(
     config: DemoConfig | None = None,
     cache_dir: Path = Path(".cache/demo"),
     fileset: Path | None = None,
+    overwrite: bool = False,
 ) -> DemoResult:
-    """Run the whole chain; ``fileset`` skips generation and uses existing samples instead."""
+    """Run the whole chain; ``fileset`` skips generation and uses existing samples instead.
+
+    ``output`` must be new, empty or an earlier demo output, unless ``overwrite``."""
     import numpy as np
 
     from adhunt.bumphunt import ScanConfig, bump_hunt, resolve_fit_range
@@ -131,6 +136,7 @@ def run_demo(
     from adhunt.jobs.infer import run_infer
     from adhunt.jobs.reporting import console, progress_bar
     from adhunt.jobs.train import run_train
+    from adhunt.outputs import check_output_dir
     from adhunt.performance import plot_sic, roc_sic
     from adhunt.plotting import plot_fit
     from adhunt.rootio import read_fileset, write_fileset
@@ -138,7 +144,7 @@ def run_demo(
     from adhunt.tables import read_features
 
     cfg = config or DemoConfig()
-    output = Path(output)
+    output = check_output_dir(output, command="demo", overwrite=overwrite)
     output.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     files: dict[str, Path] = {}
@@ -337,9 +343,12 @@ def demo(
     cache_dir: Annotated[Path, typer.Option(help="Cache of generated samples.")] = Path(
         ".cache/demo"
     ),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """The whole chain on a small generated sample: features, training, inference, fit."""
     from adhunt.jobs.reporting import console
+
+    checked_output(output, command="demo", overwrite=overwrite)
 
     try:
         config = DemoConfig(
@@ -356,7 +365,7 @@ def demo(
 
     start = time.perf_counter()
     try:
-        result = run_demo(output, config, cache_dir=cache_dir, fileset=fileset)
+        result = run_demo(output, config, cache_dir=cache_dir, fileset=fileset, overwrite=overwrite)
     except (FileNotFoundError, ValueError, FeatureInputError, ArtifactError) as err:
         logger.error("%s", err)
         raise typer.Exit(code=2) from err

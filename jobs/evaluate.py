@@ -23,6 +23,8 @@ from adhunt.jobs.options import (
     AllowPartialOption,
     DatasetsOption,
     OutputDirOption,
+    OverwriteOption,
+    checked_output,
     split_list,
 )
 
@@ -39,11 +41,13 @@ def run_evaluate(
     all_mjj: bool = False,
     progress: Any | None = None,
     allow_duplicates: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate saved models; returns the summary written to ``output/summary.json``."""
+    from adhunt.outputs import check_output_dir
     from adhunt.performance import plot_sic
 
-    output = Path(output)
+    output = check_output_dir(output, command="evaluate", overwrite=overwrite)
     results, summary = evaluate_models(
         model_dirs, test_dir, mode, min_background, datasets, all_mjj, progress,
         allow_duplicates=allow_duplicates,
@@ -73,7 +77,13 @@ def evaluate_models(
 
     from adhunt.models.base import SCORE_MODES, ResonantModel
     from adhunt.performance import curve_for_json, roc_sic
-    from adhunt.provenance import read_provenance, score_auto
+    from adhunt.provenance import (
+        check_feature_definition,
+        model_feature_definition,
+        read_provenance,
+        score_auto,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     if not model_dirs:
@@ -81,6 +91,12 @@ def evaluate_models(
     if mode not in SCORE_MODES:
         raise ValueError(f"--mode must be one of {', '.join(SCORE_MODES)}, got {mode!r}")
     models = [ResonantModel.load(d) for d in model_dirs]
+    test_definition = table_feature_definition(test_dir)
+    for model_dir, model in zip(model_dirs, models, strict=True):
+        check_feature_definition(
+            model_feature_definition(model), test_definition,
+            model=str(model_dir), table=f"--test {test_dir}",
+        )  # fmt: skip
     columns = sorted({c for m in models for c in m.input_columns})
     table = read_table(
         test_dir, datasets, columns, what="--test", allow_duplicates=allow_duplicates
@@ -141,6 +157,7 @@ def evaluate(
         bool, typer.Option("--all-mjj", help="Use all events, not only each model's SR.")
     ] = False,
     allow_duplicates: AllowDuplicatesOption = False,
+    overwrite: OverwriteOption = False,
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
@@ -148,12 +165,15 @@ def evaluate(
     from adhunt.models.artifact import ArtifactError
     from adhunt.tables import partial_reading
 
+    checked_output(output, command="evaluate", overwrite=overwrite)
+
     with partial_reading(allow_partial), progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(models))
         try:
             run_evaluate(
                 models, test, output, mode=mode, min_background=min_background,
                 datasets=split_list(datasets), all_mjj=all_mjj, allow_duplicates=allow_duplicates,
+                overwrite=overwrite,
                 progress=lambda done, total: bar.update(task, completed=done),
             )  # fmt: skip
         except (ArtifactError, ValueError, KeyError, ImportError) as exc:

@@ -11,6 +11,11 @@ a context manager so clusters and clients are always closed::
 Retries are off: our inputs are local files, so a failure is deterministic and retrying only
 delays (and triplicates) the error message. Every executor gets the same chunking, so outputs
 are identical whichever runs them.
+
+Progress: coffea draws a bar for the iterative and futures executors; dask gets the same bar
+from :class:`ProgressDaskExecutor` (coffea's own dask bar would print the worker's traceback on
+a failure, before our one-line error). A failing task's traceback is also kept out of the
+LocalCluster workers' log unless debugging (``-v``): the driver reports the error, once.
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ def coffea_runner(
         elif config.executor == "futures":
             executor = processor.FuturesExecutor(workers=config.workers, status=False, retries=0)
         else:
-            executor = processor.DaskExecutor(
+            from adhunt.jobs.daskexec import ProgressDaskExecutor
+
+            executor = ProgressDaskExecutor(
                 client=stack.enter_context(_dask_client(config)), status=False, retries=0
             )
         yield processor.Runner(
@@ -118,6 +125,10 @@ def _dask_client(config: ExecutorConfig) -> Iterator:
         ) as cluster,
         Client(cluster) as client,
     ):
+        if not logging.getLogger("adhunt").isEnabledFor(logging.DEBUG):
+            from adhunt.jobs.daskexec import QuietTaskErrors
+
+            client.register_plugin(QuietTaskErrors(), name="adhunt-quiet-task-errors")
         yield client
 
 

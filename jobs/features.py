@@ -24,10 +24,12 @@ from adhunt.jobs.options import (
     DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
+    OverwriteOption,
     RestartOption,
     SchedulerOption,
     SkipBadFilesOption,
     WorkersOption,
+    checked_output,
 )
 
 if TYPE_CHECKING:
@@ -137,6 +139,7 @@ def run_features(
     scheduler: str | None = None,
     skip_bad_files: bool = False,
     dedupe_files: bool = False,
+    overwrite: bool = False,
     restart: bool = False,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
@@ -151,12 +154,15 @@ def run_features(
     files, are not processed again (``restart`` processes everything). Tables of an earlier run
     are set aside, not deleted, until the new run of their dataset has completed, and put back if
     it fails; after an interrupt (KeyboardInterrupt, re-raised) the manifest marks the dataset
-    incomplete and the same call resumes it.
+    incomplete and the same call resumes it. The output directory
+    is checked first (:func:`adhunt.outputs.check_output_dir`: a non-empty directory must be an
+    earlier features output, unless ``overwrite``), and so is every dataset directory it holds.
     """
     from adhunt import manifest as mf
     from adhunt.config import config_to_dict
     from adhunt.inputs import load_lumi_mask
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
+    from adhunt.outputs import check_output_dir
     from adhunt.processors.features import (
         CUTFLOW_STEPS,
         DijetFeatureProcessor,
@@ -167,9 +173,11 @@ def run_features(
 
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files)
-    output_dir = Path(output_dir)
+    output_dir = check_output_dir(output_dir, command="features", overwrite=overwrite)
     datasets = load_datasets(fileset, config.tree, dedupe_files=dedupe_files)
     files = {d: entry["files"] for d, entry in datasets.items()}
+    for dataset in files:  # the chunk tables go to <output_dir>/<dataset>/
+        check_output_dir(output_dir / dataset, overwrite=True)
 
     good, bad, entries = check_inputs(files, config.missing_branches, config.tree)
     if bad and not skip_bad_files:
@@ -452,7 +460,7 @@ def summarize_run(
 
 def _describe(err: BaseException) -> str:
     """The most specific message in an exception chain (coffea wraps ours in generic Exceptions)."""
-    from adhunt.processors.features import FeatureInputError
+    from adhunt.processors.features import FeatureInputError, FeatureOutputError
 
     chain, seen = [], set()
     while err is not None and id(err) not in seen:
@@ -460,7 +468,7 @@ def _describe(err: BaseException) -> str:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for e in chain:
-        if isinstance(e, FeatureInputError):
+        if isinstance(e, FeatureInputError | FeatureOutputError):
             return str(e)
     return f"feature processing failed: {chain[0]}"
 
@@ -572,9 +580,11 @@ def features(
     skip_bad_files: SkipBadFilesOption = False,
     dedupe_files: DedupeFilesOption = False,
     config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
     restart: RestartOption = False,
 ) -> None:
     """Extract dijet features from a fileset through the Coffea feature processor."""
+    checked_output(output, command="features", overwrite=overwrite)
     import dataclasses
 
     from adhunt.config import load_config
@@ -630,6 +640,7 @@ def features(
             scheduler=scheduler,
             skip_bad_files=skip_bad_files,
             dedupe_files=dedupe_files,
+            overwrite=overwrite,
             restart=restart,
         )
     except KeyboardInterrupt as err:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adhunt.jobs.options import RestartOption
+from adhunt.jobs.options import OverwriteOption, RestartOption, checked_output
 
 
 def generate(
@@ -58,9 +58,11 @@ def generate(
         Path | None,
         typer.Option("--detector-config", help="YAML/TOML file with DetectorConfig fields."),
     ] = None,
+    overwrite: OverwriteOption = False,
     restart: RestartOption = False,
 ) -> None:
     """Generate triggered events with Pythia 8 into ROOT files and a coffea fileset JSON."""
+    checked_output(output, command="generate", overwrite=overwrite)
     import dataclasses
     import logging
 

@@ -56,10 +56,12 @@ from adhunt.jobs.options import (
     DedupeFilesOption,
     ExecutorOption,
     OutputDirOption,
+    OverwriteOption,
     RestartOption,
     SchedulerOption,
     SkipBadFilesOption,
     WorkersOption,
+    checked_output,
     split_list,
 )
 
@@ -173,6 +175,25 @@ def _load_models(
     return loaded
 
 
+def check_processor_definition(
+    loaded: Mapping[str, tuple[ResonantModel, Path, str]], feature_config: FeatureConfig
+) -> None:
+    """Refuse to run the feature processor with other settings than each model's training table."""
+    from adhunt.config import config_to_dict
+    from adhunt.provenance import (
+        check_feature_definition,
+        feature_definition,
+        model_feature_definition,
+    )
+
+    definition = feature_definition(config_to_dict(feature_config))
+    for name, (model, path, _digest) in loaded.items():
+        check_feature_definition(
+            model_feature_definition(model), definition, model=f"{name!r} ({path})",
+            table="the feature processor configuration of infer (--config)", noun="processor",
+        )  # fmt: skip
+
+
 def _reference_table(
     model: ResonantModel,
     name: str,
@@ -183,12 +204,23 @@ def _reference_table(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The reference events of one model and a description of where they came from."""
     from adhunt.processors.inference import InferenceError
-    from adhunt.provenance import ProvenanceError, read_provenance, rebuild_training_table
+    from adhunt.provenance import (
+        ProvenanceError,
+        check_feature_definition,
+        model_feature_definition,
+        read_provenance,
+        rebuild_training_table,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     info: dict[str, Any] = {"selection": selection}
     columns = [*model.input_columns, "mjj"]
     if reference is not None:
+        check_feature_definition(
+            model_feature_definition(model), table_feature_definition(reference),
+            model=repr(name), table=f"--reference {reference}",
+        )  # fmt: skip
         table = read_table(
             Path(reference), datasets, columns, what="--reference",
             allow_duplicates=allow_duplicates,
@@ -274,6 +306,7 @@ def run_infer(
     num_threads: int | None = None,
     dedupe_files: bool = False,
     allow_duplicates: bool = False,
+    overwrite: bool = False,
     restart: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
@@ -304,6 +337,7 @@ def run_infer(
     )
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.jobs.features import check_inputs, dataset_weights, summarize_run
+    from adhunt.outputs import check_output_dir
     from adhunt.processors.features import FeatureConfig, FeatureInputError
     from adhunt.processors.inference import (
         SCORE_MODES,
@@ -313,6 +347,7 @@ def run_infer(
     )
 
     # --- options -------------------------------------------------------------------------------
+    output = check_output_dir(output, command="infer", overwrite=overwrite)
     if mode not in SCORE_MODES:
         raise InferenceError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
     if reference_selection not in REFERENCE_SELECTIONS:
@@ -333,11 +368,11 @@ def run_infer(
         )
     if num_threads is None and exec_config.executor != "iterative":
         num_threads = 1
-    output = Path(output)
 
     # --- driver-side checks ----------------------------------------------------------------------
     datasets_in = load_datasets(fileset, feature_config.tree, dedupe_files=dedupe_files)
     loaded = _load_models(models, feature_config.extra_columns())
+    check_processor_definition(loaded, feature_config)
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)
     if bad and not exec_config.skip_bad_files:
@@ -678,8 +713,11 @@ def _specific(err: BaseException) -> BaseException:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_root(h: Any, path: str | Path) -> Path:
@@ -690,12 +728,15 @@ def write_root(h: Any, path: str | Path) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with uproot.recreate(tmp) as f:
-        for dataset in [str(c) for c in h.axes["dataset"]]:
-            for model in [str(c) for c in h.axes["model"]]:
-                for label, spectrum in cut_spectra(h, model, dataset).items():
-                    f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
-    os.replace(tmp, path)
+    try:
+        with uproot.recreate(tmp) as f:
+            for dataset in [str(c) for c in h.axes["dataset"]]:
+                for model in [str(c) for c in h.axes["model"]]:
+                    for label, spectrum in cut_spectra(h, model, dataset).items():
+                        f[f"{dataset}/{model}/{root_cut_name(label)}"] = spectrum
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -769,10 +810,12 @@ def infer(
     config: Annotated[
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
+    overwrite: OverwriteOption = False,
     allow_partial: AllowPartialOption = False,
     restart: RestartOption = False,
 ) -> None:
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
+    checked_output(output, command="infer", overwrite=overwrite)
     from adhunt.config import load_config
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.features import cutflow_table
@@ -794,7 +837,7 @@ def infer(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
-                gpu_resource=_parse_resource(gpu_resource),
+                gpu_resource=_parse_resource(gpu_resource), overwrite=overwrite,
                 dedupe_files=dedupe_files, allow_duplicates=allow_duplicates, restart=restart,
             )  # fmt: skip
     except KeyboardInterrupt as err:

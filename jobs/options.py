@@ -37,6 +37,7 @@ __all__ = [
     "ToysOption",
     "WidthOption",
     "WorkersOption",
+    "checked_output",
     "split_list",
 ]
 
@@ -49,7 +50,12 @@ FEATURE_TABLE_HELP = (
 FeaturesOption = Annotated[Path, typer.Option("--features", help=FEATURE_TABLE_HELP)]
 OutputDirOption = Annotated[Path, typer.Option("--output", "-o", help="Output directory.")]
 OutputFileOption = Annotated[Path, typer.Option("--output", "-o", help="Output file to write.")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Write into a non-empty output directory (replacing what it writes)."
+    ),
+]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random step.")]
 DatasetsOption = Annotated[
     str | None,
@@ -101,6 +107,30 @@ RestartOption = Annotated[
         "of the output made with another configuration.",
     ),
 ]
+
+
+def checked_output(
+    path: Path,
+    *,
+    command: str | None = None,
+    overwrite: bool = False,
+    file: bool = False,
+    code: int = 1,
+) -> Path:
+    """``path`` checked as the command's output directory (``file``: output file) before any
+    work (:mod:`adhunt.outputs`); a bad one ends the command with a one-line error and exit
+    ``code`` (1; sculpting, whose 1 means "the cut sculpts", passes 2)."""
+    import logging
+
+    from adhunt.outputs import OutputError, check_output_dir, check_output_file
+
+    try:
+        if file:
+            return check_output_file(path)
+        return check_output_dir(path, command=command, overwrite=overwrite)
+    except OutputError as err:
+        logging.getLogger("adhunt.jobs").error("%s", err)
+        raise typer.Exit(code=code) from None
 
 
 def split_list(text: str | None) -> list[str] | None:

@@ -40,6 +40,7 @@ from adhunt.jobs.options import (
     ToysOption,
     WidthOption,
     WorkersOption,
+    checked_output,
 )
 from adhunt.schema import RESONANT_VARIABLE
 
@@ -91,16 +92,13 @@ def has_truth(data: Any) -> bool:
     return "truth_label" in data.columns and bool(data["truth_label"].isin((0, 1)).all())
 
 
-def prepare_output(output: Path, overwrite: bool) -> Path:
-    """Check the output directory before any work (a file, or non-empty without overwrite)."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output {output} exists and is not empty (use --overwrite to replace it)")
+def prepare_output(output: Path, overwrite: bool, command: str = "scan") -> Path:
+    """Check the output directory before any work (:func:`adhunt.outputs.check_output_dir`)
+    and create it."""
+    from adhunt.outputs import check_output_dir
+
+    output = check_output_dir(output, command=command, overwrite=overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    if not os.access(output, os.W_OK):
-        raise ValueError(f"output {output} is not writable")
     return output
 
 
@@ -119,11 +117,15 @@ def load_inputs(
 
     from adhunt.dijet import required_columns
     from adhunt.injection import inject_signal
+    from adhunt.provenance import check_tables_agree
     from adhunt.tables import check_unique_events, read_table
 
     allow = {"allow_duplicates": allow_duplicates}
 
     columns = required_columns(cfg.features) + (["truth_label"] if uses_truth else [])
+    check_tables_agree(
+        {"--features": features, "--signal": cfg.signal_dir, "--reference": cfg.reference_dir}
+    )
     info: dict[str, Any] = {}
     datasets = list(cfg.datasets) if cfg.datasets else None
     if isinstance(features, pd.DataFrame):
@@ -382,6 +384,7 @@ def scan(
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
+    checked_output(output, command="scan", overwrite=overwrite)
     from adhunt.config import config_from_dict, config_to_dict, load_config
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.jobs.reporting import progress_bar

@@ -23,6 +23,7 @@ from adhunt.jobs.options import (
     DatasetsOption,
     FeaturesOption,
     OutputFileOption,
+    checked_output,
     split_list,
 )
 
@@ -56,14 +57,27 @@ def run_score(
 
     from adhunt.injection import inject_columns, inject_signal
     from adhunt.models.base import ResonantModel
-    from adhunt.provenance import score_auto
+    from adhunt.outputs import check_output_file
+    from adhunt.provenance import (
+        check_feature_definition,
+        model_feature_definition,
+        score_auto,
+        table_feature_definition,
+    )
     from adhunt.tables import check_unique_events, read_table
 
+    output = check_output_file(output)
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
     model = ResonantModel.load(model_dir)
+    for path, what in ((features_dir, "--features"), (signal_dir, "--signal")):
+        if path is not None:
+            check_feature_definition(
+                model_feature_definition(model), table_feature_definition(path),
+                model=str(model_dir), table=f"{what} {path}",
+            )  # fmt: skip
     columns = [*model.input_columns, "mjj"]
     allow = {"allow_duplicates": allow_duplicates}
     table = read_table(features_dir, datasets, columns, what="--features", **allow)
@@ -82,11 +96,13 @@ def run_score(
     out = pd.DataFrame({c: table[c].to_numpy() for c in SCORE_COLUMNS if c in table.columns})
     out["score"] = scores
     out["score_mode"] = pd.Series(modes, dtype=object)
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    out.to_parquet(tmp, index=False)
-    os.replace(tmp, output)
+    try:
+        out.to_parquet(tmp, index=False)
+        os.replace(tmp, output)
+    finally:  # an interrupted or failed write leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
     counts = out["score_mode"].value_counts().to_dict()
     logger.info(
         "scored %d events with %s (%s mode: %s) -> %s", len(out), model.method, mode,
@@ -125,6 +141,7 @@ def score(
     from adhunt.models.artifact import ArtifactError
     from adhunt.tables import partial_reading
 
+    checked_output(output, file=True)
     try:
         with partial_reading(allow_partial):
             run_score(
@@ -132,6 +149,6 @@ def score(
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
                 seed=seed, allow_duplicates=allow_duplicates,
             )  # fmt: skip
-    except (ArtifactError, ValueError, KeyError, ImportError) as exc:
+    except (ArtifactError, ValueError, KeyError, ImportError, OSError) as exc:
         logger.error("%s", exc)
         raise typer.Exit(code=2) from exc

@@ -37,6 +37,7 @@ from adhunt.jobs.options import (
     StepOption,
     ToysOption,
     WidthOption,
+    checked_output,
     split_list,
 )
 from adhunt.schema import RESONANT_VARIABLE
@@ -92,7 +93,12 @@ def run_sculpting(
     from adhunt.jobs.scan import has_truth, prepare_output
     from adhunt.models.base import ResonantModel
     from adhunt.plotting import plot_fit
-    from adhunt.provenance import score_auto
+    from adhunt.provenance import (
+        check_feature_definition,
+        model_feature_definition,
+        score_auto,
+        table_feature_definition,
+    )
     from adhunt.tables import read_table
 
     t0 = time.perf_counter()
@@ -108,7 +114,12 @@ def run_sculpting(
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model directory not found: {model_dir}")
         model = ResonantModel.load(model_dir)
-    output = prepare_output(Path(output), overwrite)
+    if not isinstance(features, pd.DataFrame):
+        check_feature_definition(
+            model_feature_definition(model), table_feature_definition(features),
+            model=str(model_dir or model.method), table=f"--features {features}",
+        )  # fmt: skip
+    output = prepare_output(Path(output), overwrite, command="sculpting")
     if isinstance(features, pd.DataFrame):
         data = features
         if datasets:
@@ -275,6 +286,7 @@ def sculpting(
     from adhunt.models.artifact import ArtifactError
     from adhunt.tables import partial_reading
 
+    checked_output(output, command="sculpting", overwrite=overwrite, code=2)
     try:
         cfg = ScanConfig(
             efficiencies=efficiencies, n_toys=toys, seed=seed, window_width=width,

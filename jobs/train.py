@@ -23,6 +23,7 @@ from adhunt.jobs.options import (
     DatasetsOption,
     OverwriteOption,
     SeedOption,
+    checked_output,
     split_list,
 )
 from adhunt.schema import DEFAULT_SIGNAL_REGION, STANDARD_FEATURES
@@ -64,6 +65,17 @@ def _with_backend(config: Any, backend: str) -> Any:
     )
 
 
+def _with_options(config: Any, method: str, **changes: Any) -> Any:
+    """Apply CLI options (``--control-region``, ``--rule``, ``--starter``) that name config fields."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(config)}
+    for name in changes:
+        if name not in fields:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} does not apply to method {method!r}")
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def run_train(
     method: str,
     features_dir: Path,
@@ -85,6 +97,9 @@ def run_train(
     decorrelate: str = "none",
     decorrelate_region: str = "sidebands",
     allow_duplicates: bool = False,
+    control_region: str | None = None,
+    rule: str | None = None,
+    starter: Path | None = None,
 ):
     """Train ``method`` and save it to ``output``; returns the fitted model.
 
@@ -104,19 +119,22 @@ def run_train(
     from adhunt.config import config_to_dict, load_config
     from adhunt.injection import inject_columns, inject_signal, injection_summary
     from adhunt.models.registry import get_method
-    from adhunt.provenance import make_provenance, provenance_extra
+    from adhunt.outputs import check_output_dir
+    from adhunt.provenance import check_tables_agree, make_provenance, provenance_extra
     from adhunt.regions import SignalRegion
     from adhunt.tables import check_unique_events
 
     cls = get_method(method)
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output {output} exists and is not empty (use --overwrite to replace it)")
+    output = check_output_dir(output, command="train", overwrite=overwrite)
     region = SignalRegion.parse(window)
     config = load_config(cls.config_class, config_path) if config_path else cls.config_class()
     if backend is not None:
         config = _with_backend(config, backend)
-    features = list(features or STANDARD_FEATURES)
+    config = _with_options(
+        config, method, control_region=control_region, rule=rule,
+        starter=None if starter is None else str(starter),
+    )  # fmt: skip
+    features = list(features or cls.default_features)
     if cls.needs_reference and reference_dir is None:
         raise ValueError(f"method {method!r} needs --reference DIR (a true-background sample)")
     if not cls.needs_reference and reference_dir is not None:
@@ -124,7 +142,11 @@ def run_train(
     if (inject is None) != (signal_dir is None):
         raise ValueError("--inject N and --signal DIR go together")
 
-    columns = [*features, "mjj"]
+    check_tables_agree(
+        {"--features": features_dir, "--signal": signal_dir, "--reference": reference_dir}
+    )
+    model = cls(features, region, n_folds=folds, seed=seed, config=config)
+    columns = list(model.table_columns)  # inputs, mjj, and e.g. a control-region cut's columns
     data = read_table(features_dir, datasets, "--features", columns, allow_duplicates)
     used_datasets = datasets or sorted(set(data["dataset"]))  # before any injection
     injection, truth_counts = None, None
@@ -151,7 +173,6 @@ def run_train(
             reference_dir, reference_datasets, "--reference", columns, allow_duplicates
         )
 
-    model = cls(features, region, n_folds=folds, seed=seed, config=config)
     logger.info(
         "training %s on %d events, window %s GeV, %d folds, features %s",
         method, len(data), region, folds, ",".join(features),
@@ -176,7 +197,8 @@ def train(
     method: Annotated[
         str,
         typer.Argument(
-            help="cwola, cathode, anode, ranode, iad (needs --reference) or supervised."
+            help="cwola, cathode, anode, ranode, iad (needs --reference), supervised, "
+            "or the outlier detectors ae, vae, force, tnt."
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
@@ -193,8 +215,13 @@ def train(
         str | None, typer.Option("--backend", help="Classifier back-end: hgb or mlp.")
     ] = None,
     features_list: Annotated[
-        str, typer.Option("--features-list", help="Comma-separated input features.")
-    ] = ",".join(STANDARD_FEATURES),
+        str | None,
+        typer.Option(
+            "--features-list",
+            help="Comma-separated input features (default: the method's, "
+            f"{','.join(STANDARD_FEATURES)} for the resonant methods).",
+        ),
+    ] = None,
     datasets: DatasetsOption = None,
     reference: Annotated[
         Path | None, typer.Option("--reference", help="True-background feature table (iad).")
@@ -222,6 +249,26 @@ def train(
         str | None, typer.Option("--models", help="combine: member model directories A,B,...")
     ] = None,
     allow_duplicates: AllowDuplicatesOption = False,
+    control_region: Annotated[
+        str | None,
+        typer.Option(
+            "--control-region",
+            help="ae/vae/force: train only on events passing a cut, e.g. 'abs(delta_eta)>=1.4', "
+            "or 'sidebands' (the mjj sidebands of --window).",
+        ),
+    ] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option(
+            "--rule", help="ae/vae/force/tnt: per-jet -> event score: min|max|sum|heavier|lighter."
+        ),
+    ] = None,
+    starter: Annotated[
+        Path | None,
+        typer.Option(
+            "--starter", help="tnt: saved ae/vae model scoring each jet (default: a fresh ae)."
+        ),
+    ] = None,
     allow_partial: AllowPartialOption = False,
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact.
@@ -229,6 +276,7 @@ def train(
     ``adhunt train combine --models A,B,... --output DIR`` builds the rank-averaged combination
     of saved models instead (see ``adhunt.models.combine``; ``--features`` optional).
     """
+    checked_output(output, command="train", overwrite=overwrite)
     if method == "combine":
         _combine(
             models, features, output, datasets, decorrelate, decorrelate_region, overwrite,
@@ -253,6 +301,7 @@ def train(
                 reference_dir=reference, reference_datasets=split_list(reference_datasets),
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
                 config_path=config, overwrite=overwrite, allow_duplicates=allow_duplicates,
+                control_region=control_region, rule=rule, starter=starter,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 decorrelate=decorrelate, decorrelate_region=decorrelate_region,
             )  # fmt: skip

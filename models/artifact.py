@@ -91,8 +91,6 @@ def save_artifact(
     Files are written to temporaries and renamed, so an interrupted save never leaves a
     half-written artifact that looks valid.
     """
-    from safetensors.numpy import save_file
-
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"artifact path exists and is not a directory: {out}")
@@ -103,6 +101,19 @@ def save_artifact(
 
     fd, tmp_w = tempfile.mkstemp(prefix=".weights-", dir=out)
     os.close(fd)
+    try:
+        _write(out, arrays, meta, meta_sha, tmp_w)
+    finally:  # a failed or interrupted save leaves no temporary file behind
+        Path(tmp_w).unlink(missing_ok=True)
+    log.debug("saved artifact %s (%d tensors)", out, len(arrays))
+    return out
+
+
+def _write(
+    out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], meta_sha: str, tmp_w: str
+) -> None:
+    from safetensors.numpy import save_file
+
     save_file(arrays, tmp_w, metadata={_HEADER_KEY: meta_sha, "format": FORMAT})
     weights_sha = _sha256_file(Path(tmp_w))
     doc = {
@@ -118,13 +129,14 @@ def save_artifact(
         "metadata": meta,
     }
     fd, tmp_m = tempfile.mkstemp(prefix=".model-", suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp_w, out / WEIGHTS_FILE)
-    os.replace(tmp_m, out / METADATA_FILE)
-    log.debug("saved artifact %s (%d tensors)", out, len(arrays))
-    return out
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp_w, out / WEIGHTS_FILE)
+        os.replace(tmp_m, out / METADATA_FILE)
+    finally:
+        Path(tmp_m).unlink(missing_ok=True)
 
 
 def load_artifact(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

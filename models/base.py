@@ -34,7 +34,7 @@ from adhunt.dijet import with_derived_features
 from adhunt.models.artifact import ArtifactError, load_artifact, save_artifact
 from adhunt.provenance import in_key_set, score_auto, training_key_set
 from adhunt.regions import SignalRegion, kfold_assignments, validation_mask
-from adhunt.schema import RESONANT_VARIABLE
+from adhunt.schema import RESONANT_VARIABLE, STANDARD_FEATURES
 
 __all__ = [
     "ID_COLUMNS",
@@ -196,13 +196,18 @@ class ResonantModel(ABC):
     Subclasses set ``method`` and implement :meth:`_fit_fold`. Class flags:
     ``uses_truth`` (only the supervised reference may read ``truth_label``),
     ``needs_reference`` (a separate background sample, e.g. the idealized AD),
-    ``needs_sideband`` (the method learns its background template from the sidebands).
+    ``needs_sideband`` (the method learns its background template from the sidebands),
+    ``needs_signal_region`` (the method trains on signal-region events; outlier detectors train
+    on any events and only report on the window). ``default_features``: the inputs
+    ``adhunt train`` uses when none are given.
     """
 
     method: ClassVar[str]
     uses_truth: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
     needs_sideband: ClassVar[bool] = True
+    needs_signal_region: ClassVar[bool] = True
+    default_features: ClassVar[tuple[str, ...]] = STANDARD_FEATURES
     config_class: ClassVar[type] = TrainConfig
 
     def __init__(
@@ -274,6 +279,11 @@ class ResonantModel(ABC):
     def input_columns(self) -> tuple[str, ...]:
         """Columns handed to ``FoldModel.score`` in this order (flows append ``mjj``)."""
         return self.features
+
+    @property
+    def table_columns(self) -> tuple[str, ...]:
+        """Feature-table columns training reads (inputs, mjj, and e.g. a control-region cut's)."""
+        return tuple(dict.fromkeys([*self.input_columns, RESONANT_VARIABLE]))
 
     def fold_seed(self, k: int, stream: int = 0) -> int:
         """Independent, reproducible seed for fold ``k`` (and sub-stream, e.g. ensemble member)."""
@@ -379,7 +389,7 @@ class ResonantModel(ABC):
 
         mjj = data[RESONANT_VARIABLE].to_numpy(dtype=np.float64)
         n_sr, n_sb = int(self.region.in_sr(mjj).sum()), int(self.region.in_sb(mjj).sum())
-        if n_sr == 0:
+        if self.needs_signal_region and n_sr == 0:
             raise ValueError(
                 f"data: no events in the signal region {self.region} GeV "
                 f"({len(mjj)} events with mjj in [{mjj.min():.0f}, {mjj.max():.0f}])"

@@ -301,9 +301,9 @@ def run_combine(
         raise ValueError("adhunt train combine needs --models A,B,...")
     if len({Path(d).resolve() for d in model_dirs}) != len(model_dirs):
         raise ValueError(f"--models lists a model twice: {[str(d) for d in model_dirs]}")
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"output {output} exists and is not empty (use --overwrite to replace it)")
+    from adhunt.outputs import check_output_dir
+
+    output = check_output_dir(output, command="train", overwrite=overwrite)
     members = [ResonantModel.load(d) for d in model_dirs]
     names = [str(d) for d in model_dirs]
     check_members(members, names)

@@ -22,6 +22,10 @@ METHODS: dict[str, str] = {
     "iad": "adhunt.models.references:IdealizedAD",
     "supervised": "adhunt.models.references:Supervised",
     "combine": "adhunt.models.combine:CombinedModel",
+    "ae": "adhunt.models.autoencoders:Autoencoder",
+    "vae": "adhunt.models.autoencoders:VariationalAutoencoder",
+    "force": "adhunt.models.force:Force",
+    "tnt": "adhunt.models.tagntrain:TagNTrain",
 }
 
 

@@ -95,6 +95,11 @@ class FeatureInputError(Exception):
     """An input file (or chunk of it) that cannot be turned into features; the message names it."""
 
 
+class FeatureOutputError(RuntimeError):
+    """A feature table that cannot be written: the output's fault, never a reason to skip the
+    input (not an OSError, so coffea's skip-bad-files never swallows it)."""
+
+
 class QuietPFNanoAODSchema(PFNanoAODSchema):
     """PFNanoAODSchema without the warnings about cross-references to collections we do not write.
 
@@ -287,15 +292,6 @@ class DijetFeatureProcessor(processor.ProcessorABC):
             result = compute_chunk(events, self.config, dataset, where, self.weights.get(dataset))
             frame, cutflow, warnings = result.frame, result.cutflow, result.warnings
             relative = chunk_filename(dataset, filename, start, stop)
-            if result.images is not None:  # before the table: the table marks the chunk done
-                write_chunk_images(result.images, self.output_dir, relative)
-            stamp = {
-                "fingerprint": self.stamps["fingerprint"].get(dataset),
-                "input": self.stamps["inputs"].get(filename),
-                "cutflow": cutflow,
-                "warnings": warnings,
-            }
-            path = write_chunk(frame, self.output_dir, relative, stamp)
         except Exception as err:
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
@@ -307,6 +303,20 @@ class DijetFeatureProcessor(processor.ProcessorABC):
                 "warnings": [],
                 "errors": [(*chunk, reason)],
             }
+        try:
+            if result.images is not None:  # before the table: the table marks the chunk done
+                write_chunk_images(result.images, self.output_dir, relative)
+            stamp = {
+                "fingerprint": self.stamps["fingerprint"].get(dataset),
+                "input": self.stamps["inputs"].get(filename),
+                "cutflow": cutflow,
+                "warnings": warnings,
+            }
+            path = write_chunk(frame, self.output_dir, relative, stamp)
+        except Exception as err:  # OSError, or pyarrow's own errors on a full disk
+            raise FeatureOutputError(
+                f"cannot write the feature table {Path(self.output_dir) / relative}: {err}"
+            ) from None
         return {
             "cutflow": {dataset: cutflow},
             "files": [str(path)],
