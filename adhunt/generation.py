@@ -15,6 +15,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import itertools
@@ -511,6 +512,7 @@ def generate_to_root(
     progress_callback: Callable[[int], None] | None = None,
     dataset: str | None = None,
     mapper: Callable[[Callable[[int], Any], list[int]], Iterator[Any]] | None = None,
+    restart: bool = False,
 ) -> list[Path]:
     """Generate the sample into ``output_dir`` (ROOT files + ``fileset.json``); return the file paths.
 
@@ -520,6 +522,11 @@ def generate_to_root(
     batches elsewhere (``mapper(fn, items)`` yielding ``fn(item)`` in order, e.g. the ``map`` of
     a dask task pool; ``workers`` then sizes how many are handed to it at once); the output is
     the same whatever runs the batches.
+
+    Resumable: each finished file gets a hidden marker (``.<file>.done.json``: the configuration's
+    fingerprint, the file's identity and its batches' bookkeeping), so the same call after an
+    interrupt generates only the missing files and writes the same fileset; ``restart`` ignores
+    the markers. They are removed once the fileset is written.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -528,26 +535,51 @@ def generate_to_root(
         raise ValueError(f"output {output_dir} exists and is not a directory")
     output_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_batches(config)
-    workers = min(workers, len(specs))
     totals = {"n_generated": 0, "n_failed": 0, "n_particles": 0, "sigma_weighted": 0.0}
+    key = _generation_key(config)
+    n_files = max(s.file_index for s in specs) + 1
+    done = {} if restart else _done_files(output_dir, config, key, n_files)
+    todo = [s for s in specs if s.file_index not in done]
+    if done:
+        log.info(
+            "skipping %d of %d file(s) already generated in %s", len(done), n_files, output_dir
+        )
+    workers = max(1, min(workers, len(todo)))
 
-    def consume(group: Iterator[tuple[BatchSpec, ak.Array, BatchStats]]) -> Iterator[ak.Array]:
+    def add(stats: BatchStats) -> None:
+        totals["n_generated"] += stats.n_generated
+        totals["n_failed"] += stats.n_failed
+        totals["n_particles"] += stats.n_particles
+        totals["sigma_weighted"] += stats.sigma_gen_mb * stats.n_generated
+        if progress_callback is not None:
+            progress_callback(stats.n_written)
+
+    def consume(
+        group: Iterator[tuple[BatchSpec, ak.Array, BatchStats]], seen: list[BatchStats]
+    ) -> Iterator[ak.Array]:
         for _, events, stats in group:
-            totals["n_generated"] += stats.n_generated
-            totals["n_failed"] += stats.n_failed
-            totals["n_particles"] += stats.n_particles
-            totals["sigma_weighted"] += stats.sigma_gen_mb * stats.n_generated
+            seen.append(stats)
             yield events
-            if progress_callback is not None:
-                progress_callback(stats.n_written)
 
     paths: list[Path] = []
-    results = _ordered_results(config, specs, workers, mapper)
-    for file_index, group in itertools.groupby(results, key=lambda r: r[0].file_index):
+    groups = itertools.groupby(
+        _ordered_results(config, todo, workers, mapper) if todo else iter(()),
+        key=lambda r: r[0].file_index,
+    )
+    for file_index in range(n_files):
         path = output_dir / output_name(config.process, config.seed, file_index)
-        write_events(path, consume(group))
+        if file_index in done:
+            batches = done[file_index]
+        else:
+            index, group = next(groups)
+            assert index == file_index, (index, file_index)
+            batches = []
+            write_events(path, consume(group, batches))
+            _write_marker(path, key, batches)
+            log.info("wrote %s", path)
+        for stats in batches:  # in plan order: the totals add up as in an uninterrupted run
+            add(stats)
         paths.append(path.resolve())
-        log.info("wrote %s", path)
     _remove_stale(output_dir, config, len(paths))
 
     n_gen = totals["n_generated"]
@@ -570,7 +602,58 @@ def generate_to_root(
     }
     name = dataset or config.process
     write_fileset(output_dir / FILESET_NAME, {name: fileset_entry(paths, metadata)}, update=True)
+    for path in paths:
+        _marker(path).unlink(missing_ok=True)
     return paths
+
+
+def _generation_key(config: GenerationConfig) -> str:
+    from adhunt.manifest import fingerprint
+
+    return fingerprint(
+        _config_dict(config), None, {"adhunt": _version("adhunt"), "pythia": _version("pythia8mc")}
+    )
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(f".{path.name}.done.json")
+
+
+def _write_marker(path: Path, key: str, batches: list[BatchStats]) -> None:
+    from adhunt.config import write_json
+    from adhunt.manifest import file_identity
+
+    write_json(
+        _marker(path),
+        {
+            "key": key,
+            "file": file_identity(str(path)),
+            "batches": [dataclasses.asdict(b) for b in batches],
+        },
+    )
+
+
+def _done_files(
+    output_dir: Path, config: GenerationConfig, key: str, n_files: int
+) -> dict[int, list[BatchStats]]:
+    """Files an interrupted run of the same configuration finished (marker and file agree)."""
+    import json
+
+    from adhunt.manifest import file_identity
+
+    done = {}
+    for file_index in range(n_files):
+        path = output_dir / output_name(config.process, config.seed, file_index)
+        marker = _marker(path)
+        if not (marker.is_file() and path.is_file()):
+            continue
+        try:
+            doc = json.loads(marker.read_text())
+            if doc["key"] == key and doc["file"] == file_identity(str(path)):
+                done[file_index] = [BatchStats(**b) for b in doc["batches"]]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
 
 
 def _config_dict(config: GenerationConfig) -> dict[str, Any]:
@@ -591,3 +674,4 @@ def _remove_stale(output_dir: Path, config: GenerationConfig, n_files: int) -> N
         if match and int(match.group(1)) >= n_files:
             log.info("removing %s left by an earlier, larger run", path)
             path.unlink()
+            _marker(path).unlink(missing_ok=True)

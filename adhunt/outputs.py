@@ -54,7 +54,8 @@ def _generate_output(path: Path) -> bool:
 
 def _infer_output(path: Path) -> bool:
     names = ("infer.json", "histograms.json", "histograms.pkl", "histograms.root")
-    return any((path / n).is_file() for n in names)
+    # .partials: the saved chunk results of an interrupted run, which the same command resumes
+    return any((path / n).is_file() for n in names) or (path / ".partials").is_dir()
 
 
 def _lhco_output(path: Path) -> bool:

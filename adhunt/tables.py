@@ -10,7 +10,10 @@
   overwrites instead of duplicating; the zero-padded entry range makes lexicographic order equal
   to (file, entry) order, which is what :func:`read_features` returns. Stray files and overlapping
   chunks (stale files of another chunking) are refused, so no event is counted twice. Columns and
-  their order are :data:`adhunt.schema.FEATURE_COLUMNS`.
+  their order are :data:`adhunt.schema.FEATURE_COLUMNS`. With a ``manifest.json``
+  (:mod:`adhunt.manifest`) the directory is also refused when a dataset is incomplete (unless
+  ``allow_partial`` / :func:`partial_reading`), holds files the manifest does not list, or mixes
+  feature configurations.
 * **any other parquet table**: one ``.parquet`` file, or a directory searched recursively for
   ``*.parquet`` (any names; hidden files and directories are skipped), read in the order of the
   files' relative paths. Only ``mjj`` and the features a method uses are needed; the bookkeeping
@@ -38,6 +41,8 @@ WARNING (``--allow-duplicates``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
@@ -66,6 +71,8 @@ _CHUNK_RE = re.compile(r"^(?P<key>.+)_(?P<start>\d+)-(?P<stop>\d+)\.parquet$")
 _STRICT_CHUNK_RE = re.compile(r"^.+-[0-9a-f]{8}_\d{12}-\d{12}\.parquet$")
 #: Written by ``adhunt features`` next to its chunk directories.
 FEATURES_CONFIG_NAME = "features_config.json"
+#: Written by ``adhunt features`` too: what each dataset was made from (``adhunt.manifest``).
+MANIFEST_NAME = "manifest.json"
 #: Bookkeeping columns a foreign table may lack, and what they default to (see the module doc).
 TABLE_DEFAULTS = {
     "dataset": "directory below the path read, else the path's name (a file: its stem)",
@@ -214,13 +221,34 @@ def make_feature_frame(
     return pd.DataFrame({name: columns[name] for name in names})
 
 
-def write_chunk(frame: pd.DataFrame, output_dir: str | Path, relative_path: str) -> Path:
-    """Write one chunk atomically (temporary file + rename), so a killed job leaves no half file."""
+def write_chunk(
+    frame: pd.DataFrame,
+    output_dir: str | Path,
+    relative_path: str,
+    stamp: Mapping[str, object] | None = None,
+) -> Path:
+    """Write one chunk atomically (temporary file + rename), so a killed job leaves no half file.
+
+    ``stamp`` (JSON-able) goes into the parquet key-value metadata (``adhunt.manifest``: what made
+    the chunk, and its cutflow), so a resumed run can tell which chunks are done.
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from adhunt.manifest import CHUNK_STAMP_KEY
+
     path = Path(output_dir) / relative_path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if stamp is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[CHUNK_STAMP_KEY] = json.dumps(stamp, sort_keys=True).encode()
+        table = table.replace_schema_metadata(metadata)
     try:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp, compression="snappy")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -289,16 +317,44 @@ def _check_no_overlap(entries: list[tuple[str, int, int, Path]]) -> None:
 _OLD_TABLE_DEFAULTS = {"weight": 1.0, "luminosityBlock": 0}
 
 
-def read_features(output_dir: str | Path, datasets: Iterable[str] | None = None) -> pd.DataFrame:
+#: Set by :func:`partial_reading` (the CLI's ``--allow-partial``) for every read below it.
+_ALLOW_PARTIAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "adhunt_allow_partial", default=False
+)
+
+
+@contextlib.contextmanager
+def partial_reading(allow: bool = True) -> Iterator[None]:
+    """Within this block, :func:`read_table`/:func:`read_features` read incomplete feature
+    directories (with a WARNING saying how much is missing) instead of refusing them."""
+    token = _ALLOW_PARTIAL.set(bool(allow))
+    try:
+        yield
+    finally:
+        _ALLOW_PARTIAL.reset(token)
+
+
+def read_features(
+    output_dir: str | Path,
+    datasets: Iterable[str] | None = None,
+    *,
+    allow_partial: bool | None = None,
+) -> pd.DataFrame:
     """All feature rows of a directory (optionally only some datasets), in deterministic order.
 
     Order: dataset name, then input file, then entry number; the index is a fresh RangeIndex.
+    A directory with a manifest (``adhunt.manifest``) is refused when a dataset is incomplete
+    (unless ``allow_partial``, default: :func:`partial_reading`'s setting), holds files the
+    manifest does not list, or mixes feature configurations.
     """
-    return _read_chunks(output_dir, datasets)[0]
+    return _read_chunks(output_dir, datasets, allow_partial=allow_partial)[0]
 
 
 def _read_chunks(
-    output_dir: str | Path, datasets: Iterable[str] | None = None
+    output_dir: str | Path,
+    datasets: Iterable[str] | None = None,
+    *,
+    allow_partial: bool | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[Path, int]]]:
     """:func:`read_features` and the chunk file of each row (``[(file, n_rows), ...]`` in order).
 
@@ -307,7 +363,17 @@ def _read_chunks(
     versions), except the columns added later (:data:`_OLD_TABLE_DEFAULTS`), which are filled
     only when every chunk lacks them (a directory written by one older version).
     """
+    from adhunt.manifest import ManifestError, check_directory
+
+    if datasets is not None:
+        datasets = list(datasets)
     files = chunk_files(output_dir, datasets)
+    if allow_partial is None:
+        allow_partial = _ALLOW_PARTIAL.get()
+    try:
+        check_directory(output_dir, datasets, allow_partial=allow_partial)
+    except ManifestError as err:
+        raise FeatureTableError(str(err)) from err
     if not files:
         raise FeatureTableError(f"no feature tables in {output_dir}")
     frames, sources = [], []
@@ -485,7 +551,7 @@ def is_chunk_directory(path: str | Path) -> bool:
     root = Path(path)
     if not root.is_dir():
         return False
-    if (root / FEATURES_CONFIG_NAME).is_file():
+    if (root / FEATURES_CONFIG_NAME).is_file() or (root / MANIFEST_NAME).is_file():
         return True
     return any(_STRICT_CHUNK_RE.match(p.name) for p in root.glob("*/*.parquet"))
 
@@ -498,7 +564,7 @@ def is_chunk_dataset_directory(path: str | Path) -> bool:
     root = Path(path)
     if not root.is_dir():
         return False
-    if (root.parent / FEATURES_CONFIG_NAME).is_file():
+    if (root.parent / FEATURES_CONFIG_NAME).is_file() or (root.parent / MANIFEST_NAME).is_file():
         return True
     return any(_STRICT_CHUNK_RE.match(p.name) for p in root.glob("*.parquet"))
 
@@ -584,6 +650,7 @@ def read_table(
     *,
     what: str = "feature table",
     allow_duplicates: bool = False,
+    allow_partial: bool | None = None,
 ) -> pd.DataFrame:
     """Feature rows of an adhunt chunk directory, a parquet file or a directory of parquet files.
 
@@ -595,7 +662,9 @@ def read_table(
     (:class:`FeatureTableError`) start with ``what`` and name the file. The index is a fresh
     RangeIndex; ``run``/``event`` are int64, ``truth_label`` int32. A (run, event) key that
     occurs twice is a :class:`DuplicateEventsError` naming the files, or with
-    ``allow_duplicates`` a WARNING (:func:`check_unique_events`).
+    ``allow_duplicates`` a WARNING (:func:`check_unique_events`). An ``adhunt features``
+    directory whose manifest says it is incomplete is refused unless ``allow_partial`` (default:
+    :func:`partial_reading`'s setting, i.e. the CLI's ``--allow-partial``).
     """
     root = Path(path)
     if columns is not None:  # derived features (mj1_over_mjj, ...) are read as their ingredients
@@ -607,13 +676,13 @@ def read_table(
     if chunks or is_chunk_dataset_directory(root):
         try:
             if chunks:
-                frame, sources = _read_chunks(root, wanted)
+                frame, sources = _read_chunks(root, wanted, allow_partial=allow_partial)
             else:  # one dataset of a chunk directory: its name is the dataset's
                 if wanted is not None and wanted != [root.name]:
                     raise FeatureTableError(
                         f"{root} holds only dataset {root.name!r}, asked for {wanted}"
                     )
-                frame, sources = _read_chunks(root.parent, [root.name])
+                frame, sources = _read_chunks(root.parent, [root.name], allow_partial=allow_partial)
         except FeatureTableError as err:
             raise FeatureTableError(f"{what}: {err}") from err
         needed = list(dict.fromkeys([RESONANT_VARIABLE, *(columns or ())]))

@@ -20,6 +20,7 @@ import typer
 
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    AllowPartialOption,
     DatasetsOption,
     OutputDirOption,
     OverwriteOption,
@@ -157,14 +158,16 @@ def evaluate(
     ] = False,
     allow_duplicates: AllowDuplicatesOption = False,
     overwrite: OverwriteOption = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """ROC/SIC of one or more models on a labelled test sample: JSON summary + SIC plot."""
     from adhunt.jobs.reporting import progress_bar
     from adhunt.models.artifact import ArtifactError
+    from adhunt.tables import partial_reading
 
     checked_output(output, command="evaluate", overwrite=overwrite)
 
-    with progress_bar() as bar:
+    with partial_reading(allow_partial), progress_bar() as bar:
         task = bar.add_task("evaluate", total=len(models))
         try:
             run_evaluate(

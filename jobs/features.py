@@ -8,7 +8,6 @@ has events) so that a bad file is reported by name before any work starts; with
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from adhunt.jobs.options import (
     OutputDirOption,
     OverwriteOption,
     QueueOption,
+    RestartOption,
     SchedulerOption,
     SkipBadFilesOption,
     WalltimeOption,
@@ -59,6 +59,8 @@ class FeatureRunResult:
     cutflow: dict[str, dict[str, int]]
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    status: dict[str, str] = field(default_factory=dict)  # per dataset, see adhunt.manifest
+    resumed_chunks: int = 0  # chunks found done on disk and not processed again
 
 
 def check_inputs(
@@ -148,27 +150,36 @@ def run_features(
     dedupe_files: bool = False,
     overwrite: bool = False,
     cluster: ClusterConfig | None = None,
+    restart: bool = False,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
     Writes ``<output_dir>/<dataset>/*.parquet`` (read them with ``adhunt.tables.read_features``),
-    ``cutflow.json`` and ``features_config.json``. Raises ``FeatureInputError`` naming the file
-    on bad input unless ``skip_bad_files``. The same input file twice in ``fileset`` is a
-    ``FilesetError`` (a ValueError) unless ``dedupe_files`` (see :mod:`adhunt.filesets`). The
-    output directory is checked first
-    (:func:`adhunt.outputs.check_output_dir`: a non-empty directory must be an earlier features
-    output, unless ``overwrite``), and so is every dataset directory it already holds.
+    ``manifest.json`` (``adhunt.manifest``), ``cutflow.json`` and ``features_config.json``.
+    Raises ``FeatureInputError`` naming the file on bad input unless ``skip_bad_files``. The same
+    input file twice in ``fileset`` is a ``FilesetError`` (a ValueError) unless ``dedupe_files``
+    (see :mod:`adhunt.filesets`).
+
+    Resumable: chunks already on disk, stamped by the same configuration from the same input
+    files, are not processed again (``restart`` processes everything). Tables of an earlier run
+    are set aside, not deleted, until the new run of their dataset has completed, and put back if
+    it fails; after an interrupt (KeyboardInterrupt, re-raised) the manifest marks the dataset
+    incomplete and the same call resumes it. The output directory
+    is checked first (:func:`adhunt.outputs.check_output_dir`: a non-empty directory must be an
+    earlier features output, unless ``overwrite``), and so is every dataset directory it holds.
     """
+    from adhunt import manifest as mf
     from adhunt.config import config_to_dict
     from adhunt.inputs import load_lumi_mask
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
     from adhunt.outputs import check_output_dir
     from adhunt.processors.features import (
+        CUTFLOW_STEPS,
         DijetFeatureProcessor,
         FeatureConfig,
         FeatureInputError,
     )
-    from adhunt.tables import clear_datasets
+    from adhunt.tables import chunk_filename
 
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files, cluster)
@@ -190,47 +201,211 @@ def run_features(
     weights = dataset_weights(datasets, good, config)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    removed = clear_datasets(output_dir, files)
-    if removed:
-        logger.info("removed %d feature table(s) of a previous run in %s", removed, output_dir)
+    features = config_to_dict(config)
+    try:
+        previous = mf.load_manifest(output_dir)
+        replaced = mf.check_other_datasets(output_dir, previous, features, files, restart)
+    except mf.ManifestError as err:
+        raise FeatureInputError(str(err)) from err
+    manifest = previous or mf.Manifest()
+    if previous is None:  # a directory from before manifests: its other datasets stay readable
+        mf.adopt_legacy_datasets(output_dir, manifest, features, files)
+    identities = {f: mf.file_identity(f) for names in good.values() for f in names}
+    from adhunt import __version__
+
+    depends = {"adhunt": __version__}  # chunks of another version are made again
+    if config.lumi_mask is not None:  # the path alone would not see a golden JSON rewritten
+        depends["lumi_mask_sha256"] = mf.content_hash(config.lumi_mask)
 
     out: dict[str, Any] = {"cutflow": {}, "files": [], "chunks": [], "warnings": [], "errors": []}
-    if good:
-        processor_instance = DijetFeatureProcessor(
-            config, output_dir, skip_bad_chunks=skip_bad_files, weights=weights
-        )
-        runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
-        with coffea_runner(exec_config, config.schema_class, (FeatureInputError,)) as runner:
+    runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
+    with coffea_runner(exec_config, config.schema_class, (FeatureInputError,)) as runner:
+        try:
+            items = list(runner.preprocess(runnable, treename=None)) if runnable else []
+        except FeatureInputError:
+            raise
+        except Exception as err:
+            raise FeatureInputError(_describe(err)) from err
+        records: dict[str, mf.DatasetRecord] = {}
+        done_before: dict[str, set[str]] = {}
+        for dataset in files:
+            chunks = [
+                (i.filename, i.entrystart, i.entrystop) for i in items if i.dataset == dataset
+            ]
+            records[dataset] = mf.DatasetRecord(
+                features=features,
+                weights=config_to_dict(weights[dataset]),
+                depends=depends,
+                chunksize=chunksize,
+                inputs=[
+                    {**identities[f], "tree": files[dataset][f], "entries": entries[f]}
+                    for f in good.get(dataset, [])
+                ],
+                chunks=chunks,
+                skipped=[
+                    {"file": b["file"], "reason": b["reason"]}
+                    for b in bad
+                    if b["dataset"] == dataset
+                ],
+            )
             try:
-                result = runner(runnable, processor_instance, treename=None)
-            except FeatureInputError:
-                raise
-            except Exception as err:
-                raise FeatureInputError(_describe(err)) from err
-        if result:
-            out.update(result)
+                done_before[dataset] = mf.prepare_dataset(
+                    output_dir,
+                    dataset,
+                    records[dataset],
+                    manifest.datasets.get(dataset),
+                    identities,
+                    restart,
+                )
+            except mf.ManifestError as err:
+                raise FeatureInputError(str(err)) from err
+        # the record of what is being written goes to disk before any chunk
+        before = dict(manifest.datasets)
+        manifest.datasets.update(records)
+        mf.write_manifest(output_dir, manifest)
 
-    skipped, cutflow = summarize_run(out, bad, good, entries, files)
-    (output_dir / "cutflow.json").write_text(
-        json.dumps({"cutflow": cutflow, "skipped": skipped, "warnings": out["warnings"]}, indent=2)
-        + "\n"
+        todo = [
+            i
+            for i in items
+            if Path(chunk_filename(i.dataset, i.filename, i.entrystart, i.entrystop)).name
+            not in done_before[i.dataset]
+        ]
+        n_done = len(items) - len(todo)
+        if n_done:
+            logger.info(
+                "skipping %d of %d chunk(s) already done (%s); %d to process",
+                n_done, len(items), output_dir, len(todo),
+            )  # fmt: skip
+        processor_instance = DijetFeatureProcessor(
+            config,
+            output_dir,
+            skip_bad_chunks=skip_bad_files,
+            weights=weights,
+            stamps={
+                "fingerprint": {d: r.fingerprint for d, r in records.items()},
+                "inputs": identities,
+            },
+        )
+
+        def finish(outcome: str) -> None:
+            restored = 0
+            for dataset, record in records.items():
+                kept = mf.finish_dataset(
+                    output_dir,
+                    dataset,
+                    record,
+                    before.get(dataset),
+                    identities,
+                    done_before[dataset],
+                    outcome,
+                    skip_missing=skip_bad_files,
+                    steps=CUTFLOW_STEPS,
+                )
+                if kept is None or kept is before.get(dataset):
+                    restored += 1
+                if kept is None:  # tables older than manifests, back as they were
+                    manifest.datasets.pop(dataset, None)
+                else:
+                    manifest.datasets[dataset] = kept
+            if outcome == "complete" and all(
+                manifest.datasets[d].complete for d in records if records[d].chunks
+            ):
+                for dataset in replaced:
+                    mf.remove_dataset(output_dir, dataset)
+                    manifest.datasets.pop(dataset, None)
+                    logger.info("removed dataset %s (another configuration; --restart)", dataset)
+            if previous is None:  # restored tables from before manifests are recorded again
+                mf.adopt_legacy_datasets(output_dir, manifest, features, [])
+            if previous is None and not manifest.datasets:
+                (output_dir / mf.MANIFEST_NAME).unlink(missing_ok=True)
+            else:
+                mf.write_manifest(output_dir, manifest)
+            if outcome != "complete" and restored < len(records):
+                # the reports say what the directory now holds, marked incomplete
+                _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
+
+        try:
+            if todo:
+                result = runner.run(todo, processor_instance, treename=None)["out"]
+                if result:
+                    out.update(result)
+        except KeyboardInterrupt:
+            finish("interrupted")
+            raise
+        except BaseException as err:
+            finish("failed")
+            if isinstance(err, FeatureInputError):
+                raise
+            if not isinstance(err, Exception):
+                raise
+            raise FeatureInputError(_describe(err)) from err
+
+    finish("complete")
+    # every chunk on disk counts as processed, including those done before a resume
+    out["chunks"] = [(d, f, a, b) for d in records for f, a, b in manifest.datasets[d].done]
+    skipped, _ = summarize_run(out, bad, good, entries, files)
+    for item in skipped:  # chunks that failed or that coffea skipped (--skip-bad-files)
+        if item not in bad:
+            manifest.datasets[item["dataset"]].skipped.append(
+                {"file": item["file"], "reason": item["reason"]}
+            )
+    mf.write_manifest(output_dir, manifest)
+    return _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
+
+
+def _write_reports(
+    output_dir: Path,
+    manifest: Any,
+    run_datasets: list[str],
+    config: Any,
+    exec_config: Any,
+    n_done: int,
+) -> FeatureRunResult:
+    """``cutflow.json`` and ``features_config.json`` of every dataset in the directory (from the
+    manifest, so a resumed run writes the same as an uninterrupted one) and the run's result."""
+    from adhunt.config import config_to_dict, write_json
+
+    order = run_datasets + sorted(d for d in manifest.datasets if d not in run_datasets)
+    run_datasets = [d for d in run_datasets if d in manifest.datasets]
+    records = {d: manifest.datasets[d] for d in order if d in manifest.datasets}
+    skipped = [{"dataset": d, **s} for d, r in records.items() for s in r.skipped]
+    warnings = [w for r in records.values() for w in r.warnings]
+    cutflow = {d: dict(r.cutflow) for d, r in records.items()}
+    write_json(
+        output_dir / "cutflow.json",
+        {
+            "cutflow": cutflow,
+            "skipped": skipped,
+            "warnings": warnings,
+            "status": {d: r.status for d, r in records.items()},
+        },
     )
-    echo = {
-        "features": config_to_dict(config),
-        "executor": config_to_dict(exec_config),
-        "fileset": files,
-        "weights": {d: config_to_dict(w) for d, w in weights.items()},
-        # read back by adhunt.tables (read_features / read_images): the optional outputs
-        "extra_columns": list(config.extra_columns()),
-        "images": config.image_spec(),
-    }
-    (output_dir / "features_config.json").write_text(json.dumps(echo, indent=2) + "\n")
+    write_json(
+        output_dir / "features_config.json",
+        {
+            "features": config_to_dict(config),
+            "executor": config_to_dict(exec_config),
+            "fileset": {d: {i["path"]: i["tree"] for i in r.inputs} for d, r in records.items()},
+            "weights": {d: r.weights for d, r in records.items()},
+            # read back by adhunt.tables (read_features / read_images): the optional outputs
+            "extra_columns": list(config.extra_columns()),
+            "images": config.image_spec(),
+        },
+    )
+    from adhunt.tables import chunk_filename
+
+    files = sorted(
+        output_dir / chunk_filename(d, *c) for d in run_datasets for c in records[d].done
+    )
+    run_skipped = [s for s in skipped if s["dataset"] in run_datasets]
     return FeatureRunResult(
         output_dir=output_dir,
-        files=sorted(Path(f) for f in out["files"]),
-        cutflow=cutflow,
-        skipped=skipped,
-        warnings=list(out["warnings"]),
+        files=files,
+        cutflow={d: cutflow[d] for d in run_datasets},
+        skipped=run_skipped,
+        warnings=[w for d in run_datasets for w in records[d].warnings],
+        status={d: records[d].status for d in run_datasets},
+        resumed_chunks=n_done,
     )
 
 
@@ -424,6 +599,7 @@ def features(
     dedupe_files: DedupeFilesOption = False,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
+    restart: RestartOption = False,
 ) -> None:
     """Extract dijet features from a fileset through the Coffea feature processor."""
     checked_output(output, command="features", overwrite=overwrite)
@@ -492,7 +668,15 @@ def features(
             dedupe_files=dedupe_files,
             overwrite=overwrite,
             cluster=exe.cluster,
+            restart=restart,
         )
+    except KeyboardInterrupt as err:
+        logger.error(
+            "interrupted: the finished chunks are kept and %s marks the run incomplete; run the "
+            "same command again to resume (--restart starts over)",
+            Path(output) / "manifest.json",
+        )
+        raise typer.Exit(code=130) from err
     except (FeatureInputError, ValueError, FileNotFoundError, ConnectionError, ImportError) as err:
         logger.error("%s", err)
         raise typer.Exit(code=1) from err

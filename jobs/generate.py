@@ -16,6 +16,7 @@ from adhunt.jobs.options import (
     MemoryOption,
     OverwriteOption,
     QueueOption,
+    RestartOption,
     WalltimeOption,
     checked_output,
 )
@@ -78,6 +79,7 @@ def generate(
         typer.Option("--detector-config", help="YAML/TOML file with DetectorConfig fields."),
     ] = None,
     overwrite: OverwriteOption = False,
+    restart: RestartOption = False,
 ) -> None:
     """Generate triggered events with Pythia 8 into ROOT files and a coffea fileset JSON."""
     checked_output(output, command="generate", overwrite=overwrite)
@@ -145,10 +147,18 @@ def generate(
                 progress_callback=lambda n: progress.advance(task, n),
                 dataset=dataset,
                 mapper=None if pool is None else pool.map,
+                restart=restart,
             )
     except ConnectionError as err:
         log.error("%s", err)
         raise typer.Exit(code=1) from err
+    except KeyboardInterrupt as err:
+        log.error(
+            "interrupted: the finished files are kept in %s; run the same command again to "
+            "resume (--restart starts over)",
+            output,
+        )
+        raise typer.Exit(code=130) from err
     log.info(
         "%d %s events in %d file(s); fileset %s", events, process, len(paths), output / FILESET_NAME
     )

@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ import typer
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    AllowPartialOption,
     ChunksizeOption,
     ClusterConfigOption,
     ClusterOption,
@@ -62,6 +64,7 @@ from adhunt.jobs.options import (
     OutputDirOption,
     OverwriteOption,
     QueueOption,
+    RestartOption,
     SchedulerOption,
     SkipBadFilesOption,
     WalltimeOption,
@@ -312,6 +315,7 @@ def run_infer(
     dedupe_files: bool = False,
     allow_duplicates: bool = False,
     overwrite: bool = False,
+    restart: bool = False,
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
 
@@ -320,6 +324,12 @@ def run_infer(
     whose workers are one process per core; the libraries' default when iterative).
     ``dedupe_files``: process a file listed twice in ``fileset`` once (else an error);
     ``allow_duplicates``: accept repeated (run, event) keys in the reference tables.
+
+    Resumable: each chunk's result is saved under ``<output>/.partials`` (stamped with the models,
+    thresholds, configuration and input identity) and the results are merged in chunk order at
+    the end, so the same call after an interrupt processes only the missing chunks and gives the
+    same histograms; ``restart`` discards the saved results. They are removed once the outputs
+    are written.
     """
     from coffea.processor import accumulate
 
@@ -406,10 +416,21 @@ def run_infer(
         )  # fmt: skip
 
     # --- run -------------------------------------------------------------------------------------
+    from adhunt import manifest as mf
+
     datasets = list(files)
+    identities = {f: mf.file_identity(f) for names in good.values() for f in names}
+    key = mf.fingerprint(
+        config_to_dict(feature_config),
+        {d: config_to_dict(w) for d, w in weights.items()},
+        {"adhunt": adhunt.__version__, "models": [[r.name, r.digest, list(r.thresholds)] for r in refs],
+         "efficiencies": list(effs), "mjj_edges": list(edges), "mode": mode, "datasets": datasets},
+    )  # fmt: skip
+    output.mkdir(parents=True, exist_ok=True)
     proc = InferenceProcessor(
         refs, effs, feature_config, edges, mode, datasets, num_threads,
         skip_bad_chunks=exec_config.skip_bad_files, weights=weights,
+        partials={"dir": str(output.resolve()), "key": key, "inputs": identities},
     )  # fmt: skip
     out = proc.empty_output()
     if good:
@@ -418,14 +439,32 @@ def run_infer(
         with coffea_runner(exec_config, schema, (FeatureInputError,)) as runner:
             try:
                 chunks = list(runner.preprocess(runnable, treename=None))
+                done = _saved_partials(output, chunks, proc, key, identities, restart)
+                todo = [c for c in chunks if _chunk_key(c) not in done]
+                if done:
+                    logger.info(
+                        "skipping %d of %d chunk(s) already done (%s); %d to process",
+                        len(done), len(chunks), output / mf.PARTIALS_DIR, len(todo),
+                    )  # fmt: skip
                 if gpu:
                     _check_resources(runner, gpu)
-                result = _execute(runner, chunks, proc, exec_config, progress, gpu)
+                result = _execute(runner, todo, proc, exec_config, progress, gpu)
             except (FeatureInputError, InferenceError, ConnectionError):
                 raise
             except Exception as err:
                 raise _specific(err) from err
-        out = accumulate([out, result])
+        # every chunk's result from its saved partial, in chunk order: a resumed run adds up
+        # exactly as an uninterrupted one, whatever order the executor finished them in
+        parts = []
+        for chunk in chunks:
+            saved = done.get(_chunk_key(chunk))
+            if saved is None:
+                found = mf.read_partial(mf.partial_path(output, *_chunk_key(chunk)))
+                saved = None if found is None else proc.output_from_partial(*found[:2])
+            if saved is not None:
+                parts.append(saved)
+        out = accumulate([out, *parts])
+        out["errors"] = list(result["errors"])
 
     skipped, cutflow = summarize_run(out, bad, good, entries, datasets)
     scored = {d: int(out["scored"].get(d, 0)) for d in datasets}
@@ -497,6 +536,7 @@ def run_infer(
         "files": {k: str(v) for k, v in paths.items()},
     }
     _atomic_write(paths["json"], (json.dumps(doc, indent=2) + "\n").encode())
+    shutil.rmtree(output / mf.PARTIALS_DIR, ignore_errors=True)
     logger.info(
         "scored %d events with %d model(s) into %s", sum(scored.values()), len(loaded), output
     )
@@ -512,6 +552,42 @@ def run_infer(
         devices=devices,
         workers=dict(out["workers"]),
     )
+
+
+def _chunk_key(item: Any) -> tuple[str, str, int, int]:
+    return (item.dataset, item.filename, int(item.entrystart), int(item.entrystop))
+
+
+def _saved_partials(
+    output: Path,
+    chunks: list,
+    proc: Any,
+    key: str,
+    identities: Mapping[str, Any],
+    restart: bool,
+) -> dict[tuple[str, str, int, int], dict[str, Any]]:
+    """Chunk results an earlier, interrupted run of the same inference saved; every other file
+    under ``.partials`` (another model, threshold, configuration, input or chunking, or
+    ``restart``) is removed."""
+    from adhunt import manifest as mf
+
+    root = output / mf.PARTIALS_DIR
+    expected = {
+        mf.partial_path(output, *_chunk_key(c)).relative_to(root).as_posix(): _chunk_key(c)
+        for c in chunks
+    }
+    done = {}
+    for path in sorted(root.rglob("*")) if root.is_dir() else []:
+        if not path.is_file():
+            continue
+        chunk = expected.get(path.relative_to(root).as_posix())
+        loaded = None if restart or chunk is None else mf.read_partial(path)
+        stamp = loaded[2] if loaded is not None else {}
+        if stamp.get("key") == key and stamp.get("input") == identities.get(chunk[1]):
+            done[chunk] = proc.output_from_partial(loaded[0], loaded[1])
+        else:
+            path.unlink()
+    return done
 
 
 def _execute(
@@ -751,6 +827,8 @@ def infer(
         Path | None, typer.Option("--config", help="FeatureConfig YAML/TOML (as for features).")
     ] = None,
     overwrite: OverwriteOption = False,
+    allow_partial: AllowPartialOption = False,
+    restart: RestartOption = False,
 ) -> None:
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
     checked_output(output, command="infer", overwrite=overwrite)
@@ -760,6 +838,7 @@ def infer(
     from adhunt.jobs.reporting import console, progress_bar
     from adhunt.models.artifact import ArtifactError
     from adhunt.processors.features import FeatureConfig, FeatureInputError
+    from adhunt.tables import partial_reading
 
     try:
         exec_config = executor_from_options(
@@ -772,7 +851,7 @@ def infer(
         feature_config = load_config(FeatureConfig, config) if config else FeatureConfig()
         effs = [float(e) for e in split_list(efficiencies) or []]
         specs = parse_model_specs(model)
-        with progress_bar() as bar:
+        with partial_reading(allow_partial), progress_bar() as bar:
             task = bar.add_task("infer (chunks)", total=None)
             result = run_infer(
                 fileset, specs, output, exec_config, reference=reference, efficiencies=effs,
@@ -781,8 +860,15 @@ def infer(
                 reference_selection=reference_selection,
                 reference_datasets=split_list(reference_datasets),
                 gpu_resource=_parse_resource(gpu_resource), overwrite=overwrite,
-                dedupe_files=dedupe_files, allow_duplicates=allow_duplicates,
+                dedupe_files=dedupe_files, allow_duplicates=allow_duplicates, restart=restart,
             )  # fmt: skip
+    except KeyboardInterrupt as err:
+        logger.error(
+            "interrupted: the finished chunks are saved under %s; run the same command again to "
+            "resume (--restart starts over)",
+            Path(output) / ".partials",
+        )
+        raise typer.Exit(code=130) from err
     except (
         ArtifactError,
         FeatureInputError,

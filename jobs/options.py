@@ -15,6 +15,7 @@ import typer
 
 __all__ = [
     "AllowDuplicatesOption",
+    "AllowPartialOption",
     "ChunksizeOption",
     "ClusterConfigOption",
     "ClusterOption",
@@ -36,6 +37,7 @@ __all__ = [
     "OverwriteOption",
     "QueueOption",
     "RangeOption",
+    "RestartOption",
     "SchedulerOption",
     "SeedOption",
     "SkipBadFilesOption",
@@ -131,6 +133,22 @@ AllowDuplicatesOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML/TOML configuration file.")
+]
+AllowPartialOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-partial",
+        help="Read an incomplete features directory (interrupted or failed run) with a warning "
+        "saying how much is missing, instead of refusing it.",
+    ),
+]
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart",
+        help="Start over: process every chunk again instead of resuming, and replace datasets "
+        "of the output made with another configuration.",
+    ),
 ]
 
 

@@ -24,6 +24,7 @@ import typer
 from adhunt.bumphunt import NO_CUT, ScanConfig, ScanResult, cut_label
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    AllowPartialOption,
     ClusterConfigOption,
     ClusterOption,
     ConfigOption,
@@ -396,12 +397,14 @@ def scan(
     no_plots: NoPlotsOption = False,
     overwrite: OverwriteOption = False,
     allow_duplicates: AllowDuplicatesOption = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Sliding-window bump hunt: train per window (k-fold), cut, fit, local and global Z."""
     checked_output(output, command="scan", overwrite=overwrite)
     from adhunt.config import config_from_dict, config_to_dict, load_config
     from adhunt.jobs.executors import executor_from_options, print_job_script
     from adhunt.jobs.reporting import progress_bar
+    from adhunt.tables import partial_reading
 
     overrides = {
         "method": method, "windows": windows, "window_width": width, "window_step": step,
@@ -426,7 +429,7 @@ def scan(
         merged = config_to_dict(base)
         merged.update({k: v for k, v in overrides.items() if v is not None})
         cfg = config_from_dict(ScanConfig, merged)
-        with progress_bar() as bar:
+        with partial_reading(allow_partial), progress_bar() as bar:
             tasks: dict[str, Any] = {}
 
             def report(stage: str, done: int, total: int) -> None:

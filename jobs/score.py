@@ -19,6 +19,7 @@ import typer
 
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    AllowPartialOption,
     DatasetsOption,
     FeaturesOption,
     OutputFileOption,
@@ -134,17 +135,20 @@ def score(
         int | None, typer.Option("--seed", help="Injection seed (default: the model's seed).")
     ] = None,
     allow_duplicates: AllowDuplicatesOption = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Write the anomaly score of every event (run, event, score, score_mode, ...) to parquet."""
     from adhunt.models.artifact import ArtifactError
+    from adhunt.tables import partial_reading
 
     checked_output(output, file=True)
     try:
-        run_score(
-            model_dir, features, output, mode=mode, datasets=split_list(datasets), inject=inject,
-            signal_dir=signal, signal_datasets=split_list(signal_datasets), seed=seed,
-            allow_duplicates=allow_duplicates,
-        )  # fmt: skip
+        with partial_reading(allow_partial):
+            run_score(
+                model_dir, features, output, mode=mode, datasets=split_list(datasets),
+                inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
+                seed=seed, allow_duplicates=allow_duplicates,
+            )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, ImportError, OSError) as exc:
         logger.error("%s", exc)
         raise typer.Exit(code=2) from exc

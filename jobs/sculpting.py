@@ -24,6 +24,7 @@ import typer
 
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    AllowPartialOption,
     DatasetsOption,
     EfficienciesOption,
     FeaturesOption,
@@ -278,10 +279,12 @@ def sculpting(
     no_plots: NoPlotsOption = False,
     overwrite: OverwriteOption = False,
     allow_duplicates: AllowDuplicatesOption = False,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Check that the model's score cuts do not sculpt the mjj spectrum (exit 1 if they do)."""
     from adhunt.bumphunt import ScanConfig
     from adhunt.models.artifact import ArtifactError
+    from adhunt.tables import partial_reading
 
     checked_output(output, command="sculpting", overwrite=overwrite, code=2)
     try:
@@ -289,10 +292,11 @@ def sculpting(
             efficiencies=efficiencies, n_toys=toys, seed=seed, window_width=width,
             window_step=step, scan_range=scan_range, fit_range=fit_range,
         )  # fmt: skip
-        result = run_sculpting(
-            features, model, output, datasets=split_list(datasets), mode=mode, config=cfg,
-            plots=not no_plots, overwrite=overwrite, allow_duplicates=allow_duplicates,
-        )  # fmt: skip
+        with partial_reading(allow_partial):
+            result = run_sculpting(
+                features, model, output, datasets=split_list(datasets), mode=mode, config=cfg,
+                plots=not no_plots, overwrite=overwrite, allow_duplicates=allow_duplicates,
+            )  # fmt: skip
     except (ArtifactError, ValueError, KeyError, FileNotFoundError, ImportError) as exc:
         logger.error("%s", exc)
         raise typer.Exit(code=2) from exc

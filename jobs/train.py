@@ -17,6 +17,7 @@ import typer
 
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
+    AllowPartialOption,
     ConfigOption,
     DatasetsOption,
     OptionalFeaturesOption,
@@ -265,6 +266,7 @@ def train(
             "--starter", help="tnt: saved ae/vae model scoring each jet (default: a fresh ae)."
         ),
     ] = None,
+    allow_partial: AllowPartialOption = False,
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact.
 
@@ -285,8 +287,9 @@ def train(
         logger.error("--features is required")
         raise typer.Exit(code=2)
     from adhunt.jobs.reporting import progress_bar
+    from adhunt.tables import partial_reading
 
-    with progress_bar() as bar:
+    with partial_reading(allow_partial), progress_bar() as bar:
         task = bar.add_task(f"train {method}", total=folds)
         try:
             run_train(

@@ -272,11 +272,15 @@ class DijetFeatureProcessor(processor.ProcessorABC):
         output_dir: str | Path,
         skip_bad_chunks: bool = False,
         weights: dict[str, DatasetWeights] | None = None,
+        stamps: dict[str, dict] | None = None,
     ) -> None:
         self.config = config
         self.output_dir = str(Path(output_dir).resolve())
         self.skip_bad_chunks = skip_bad_chunks
         self.weights = dict(weights or {})
+        # {"fingerprint": {dataset: sha}, "inputs": {file: identity}} (``adhunt.manifest``):
+        # stamped into each chunk with its cutflow, so a resumed run knows what is done.
+        self.stamps = stamps or {"fingerprint": {}, "inputs": {}}
 
     def process(self, events) -> dict:
         meta = events.metadata
@@ -302,7 +306,13 @@ class DijetFeatureProcessor(processor.ProcessorABC):
         try:
             if result.images is not None:  # before the table: the table marks the chunk done
                 write_chunk_images(result.images, self.output_dir, relative)
-            path = write_chunk(frame, self.output_dir, relative)
+            stamp = {
+                "fingerprint": self.stamps["fingerprint"].get(dataset),
+                "input": self.stamps["inputs"].get(filename),
+                "cutflow": cutflow,
+                "warnings": warnings,
+            }
+            path = write_chunk(frame, self.output_dir, relative, stamp)
         except Exception as err:  # OSError, or pyarrow's own errors on a full disk
             raise FeatureOutputError(
                 f"cannot write the feature table {Path(self.output_dir) / relative}: {err}"

@@ -216,6 +216,7 @@ class InferenceProcessor(processor.ProcessorABC):
         num_threads: int | None = None,
         skip_bad_chunks: bool = False,
         weights: dict[str, DatasetWeights] | None = None,
+        partials: dict[str, Any] | None = None,
     ) -> None:
         if not models:
             raise InferenceError("at least one model is needed")
@@ -246,6 +247,9 @@ class InferenceProcessor(processor.ProcessorABC):
         self.num_threads = num_threads
         self.skip_bad_chunks = skip_bad_chunks
         self.weights = dict(weights or {})
+        # {"dir": output dir, "key": fingerprint, "inputs": {file: identity}}: each chunk's result
+        # is also saved there (``adhunt.manifest.write_partial``), so an interrupted run resumes
+        self.partials = partials
 
     def empty_histogram(self):
         """The histogram every chunk fills (same axes everywhere)."""
@@ -315,6 +319,34 @@ class InferenceProcessor(processor.ProcessorABC):
             warnings=warnings,
             workers={f"{socket.gethostname()}:{os.getpid()}": 1},
         )
+        if self.partials is not None:
+            self._save_partial(chunk, out)
+        return out
+
+    def _save_partial(self, chunk: tuple[str, str, int, int], out: dict[str, Any]) -> None:
+        from adhunt.manifest import partial_path, write_partial
+
+        view = out["hist"].view(flow=True)
+        meta = {k: v for k, v in out.items() if k != "hist"}
+        meta["chunks"] = [list(c) for c in meta["chunks"]]
+        meta["devices"] = {k: sorted(v) for k, v in meta["devices"].items()}
+        stamp = {"key": self.partials["key"], "input": self.partials["inputs"].get(chunk[1])}
+        write_partial(
+            partial_path(self.partials["dir"], *chunk),
+            {"value": view["value"], "variance": view["variance"]},
+            meta,
+            stamp,
+        )
+
+    def output_from_partial(self, arrays: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """The accumulator a chunk returned, rebuilt from its saved partial."""
+        out = self.empty_output()
+        view = out["hist"].view(flow=True)
+        view["value"][...] = arrays["value"]
+        view["variance"][...] = arrays["variance"]
+        out.update({k: v for k, v in meta.items() if k in out and k != "hist"})
+        out["chunks"] = [tuple(c) for c in meta["chunks"]]
+        out["devices"] = {k: set(v) for k, v in meta["devices"].items()}
         return out
 
     def postprocess(self, accumulator: dict[str, Any]) -> dict[str, Any]:

@@ -399,3 +399,43 @@ def test_cli_generate_and_errors(tmp_path):
         app, ["generate", "--process", "qcd", "--events", "-3", "--seed", "1", "--output", str(out)]
     )
     assert bad.exit_code == 2 and "n_events" in bad.output
+
+
+def test_sigint_then_resume_gives_the_same_events(tmp_path):
+    """``adhunt generate`` stopped by Ctrl-C resumes: only the missing files are generated, and
+    files and fileset metadata equal an uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "adhunt.jobs.cli", "generate", "-p", "wprime", "-n", "48",
+           "-s", "5", "-o", str(out), "--events-per-file", "6", "--batch-size", "3"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob(".*.done.json"))) < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "no file written in 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, log
+    # a file counts as done once its marker is written (a file caught before it is made again)
+    n_done = len(list(out.glob(".*.done.json")))
+    assert 2 <= n_done < 8 and not (out / "fileset.json").exists()
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    text = " ".join((resumed.stdout + resumed.stderr).split())
+    assert f"skipping {n_done} of 8 file(s) already generated" in text
+    assert not list(out.glob(".*"))  # the markers are gone once the fileset is written
+
+    config = GenerationConfig(process="wprime", n_events=48, seed=5, events_per_file=6,
+                              batch_size=3)  # fmt: skip
+    reference = generate_to_root(config, tmp_path / "reference")
+    assert [p.name for p in _files(out)] == [p.name for p in reference]
+    for x, y in zip(_files(out), reference, strict=True):
+        _assert_same(read_events(x), read_events(y))
+    got = read_fileset(out / "fileset.json")["wprime"]["metadata"]
+    want = read_fileset(tmp_path / "reference" / "fileset.json")["wprime"]["metadata"]
+    assert got == want

@@ -484,3 +484,45 @@ def test_cut_spectra_cumulative():
         cut_spectra(h, "x")
     with pytest.raises(ValueError, match=r"no dataset\(s\) \['e'\]"):
         cut_spectra(h, "m", ["d", "e"])
+
+
+# --------------------------------------------------------------------------------------------
+# resume after an interrupt
+# --------------------------------------------------------------------------------------------
+
+
+def test_sigint_then_resume_gives_the_same_histograms(fileset_path, models, features_dir,
+                                                      iterative, tmp_path):  # fmt: skip
+    import re
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "infer"
+    cmd = [sys.executable, "-m", "adhunt.jobs.cli", "infer", str(fileset_path), "-o", str(out),
+           "--reference", str(features_dir), "--efficiencies", ",".join(map(str, EFFS)),
+           "--chunksize", str(CHUNK)]  # fmt: skip
+    for name, path in models.items():
+        cmd += ["-m", f"{name}={path}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    partials = out / ".partials"
+    deadline = time.monotonic() + 300
+    while len(list(partials.glob("*/*.npz"))) < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "no chunk result saved in 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, log
+    n_saved = len(list(partials.glob("*/*.npz")))
+    assert n_saved >= 2 and not (out / "infer.json").exists()
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    text = " ".join((resumed.stdout + resumed.stderr).split())
+    skipped = re.search(r"skipping (\d+) of (\d+) chunk\(s\) already done", text)
+    assert skipped and int(skipped[1]) == n_saved < int(skipped[2]), text
+    assert not partials.exists()  # merged and removed
+    with open(out / "histograms.pkl", "rb") as handle:
+        _same(pickle.load(handle), iterative.histogram)
+    doc = json.loads((out / "infer.json").read_text())
+    assert doc["cutflow"] == iterative.cutflow and doc["scored"] == iterative.scored
