@@ -153,3 +153,23 @@ def test_refusals():
     broken.at[2, "image_j1"] = bad
     with pytest.raises(ValueError, match="NaN/inf pixels, first at row 2"):
         model.score(broken, "ensemble")
+
+
+def test_tnt_starts_from_an_image_autoencoder(tmp_path):
+    """A saved image ae is a per-jet starting tagger of tnt; tnt reads the starter's images for
+    training only (its own classifiers are on feature columns), so it scores without images."""
+    from adhunt.models.tagntrain import TagNTrain, TagNTrainConfig
+
+    data, _ = toy_events(200, 1, seed=12)
+    rng = np.random.default_rng(13)
+    data["mj1"], data["mj2"] = rng.normal(100, 10, len(data)), rng.normal(150, 10, len(data))
+    starter = Autoencoder(IMAGE_PSEUDO_COLUMNS, WINDOW, 2, 0, _config(epochs=1)).fit(data)
+    path = starter.save(tmp_path / "ae")
+    cfg = TagNTrainConfig(starter=str(path), classifier={"n_ensemble": 1, "hgb_max_iter": 20})
+    tnt = TagNTrain(("mj1", "mj2"), WINDOW, 2, 0, cfg)
+    assert set(IMAGE_PSEUDO_COLUMNS) <= set(tnt.table_columns)
+    tnt.fit(data)
+    without = data.drop(columns=list(IMAGE_PSEUDO_COLUMNS))
+    np.testing.assert_array_equal(tnt.score(without, "kfold"), tnt.score(data, "kfold"))
+    rounds = tnt.fold_models[0].info["iterations"][0]
+    assert all(r["n_signal_like"] > 0 for r in rounds)
