@@ -46,7 +46,9 @@ def _features(fileset, out, *options):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("image-methods")
-    source = write_events(base / "a.root", make_events(KINDS, seed=11))
+    columns = make_events(KINDS, seed=11)
+    columns["truthLabel"] = np.arange(len(KINDS), dtype=np.int32) % 2  # labels for compare
+    source = write_events(base / "a.root", columns)
     fileset = base / "fileset.json"
     fileset.write_text(json.dumps({"qcd": [str(source)]}))
     return {
@@ -62,14 +64,22 @@ def trained(runs, tmp_path_factory):
     base = tmp_path_factory.mktemp("image-models")
     config = base / "fast.yaml"
     config.write_text(FAST)
+    tnt_config = base / "tnt.yaml"
+    tnt_config.write_text(
+        "signal_fraction: 0.3\nae:\n  "
+        + FAST.strip().replace("\n", "\n  ")
+        + "\nclassifier:\n  n_ensemble: 1\n  epochs: 2\n  batch_size: 32\n  hidden: [16]\n"
+        "  num_threads: 1\n"
+    )
     models = {}
-    for method in ("ae", "vae"):
+    for method in ("ae", "vae", "tnt"):
         out = base / method
         res = CliRunner().invoke(
             app,
             [
                 "train", method, "--inputs", "images", "--features", str(runs["images"]),
-                "--output", str(out), "--folds", "2", "--config", str(config), "--rule", "max",
+                "--output", str(out), "--folds", "2", "--rule", "max",
+                "--config", str(tnt_config if method == "tnt" else config),
             ],
         )  # fmt: skip
         assert res.exit_code == 0, res.output
@@ -107,7 +117,8 @@ def test_train_and_score_cli(runs, trained, tmp_path):
     for method, path in trained.items():
         model = ResonantModel.load(path)
         assert model.method == method and model.image_size == SIZE
-        assert model.config.inputs == "images" and model.config.network == "conv"
+        assert model.config.inputs == "images"
+        assert (model.config.ae if method == "tnt" else model.config).network == "conv"
         out = tmp_path / f"{method}.parquet"
         res = CliRunner().invoke(
             app, ["score", str(path), "--features", str(runs["images"]), "--output", str(out)]
@@ -160,3 +171,15 @@ def test_infer_scores_image_models_like_direct_scoring(runs, trained, tmp_path):
                 ExecutorConfig("iterative", chunksize=25), reference=runs["images"],
                 feature_config=config,
             )  # fmt: skip
+
+
+def test_compare_reads_images(runs, trained, tmp_path):
+    out = tmp_path / "compare"
+    res = CliRunner().invoke(
+        app,
+        ["compare", *(str(p) for p in trained.values()), "--features", str(runs["images"]),
+         "--output", str(out), "--all-mjj", "--min-background", "5"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "comparison.csv")
+    assert len(table) == len(trained) and table["auc"].between(0, 1).all()
