@@ -100,7 +100,7 @@ class AutoencoderConfig:
     val_fraction: float = 0.2  # hashed validation subset, for early stopping
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     num_threads: int | None = None  # torch CPU threads while training; None = library default
-    score_batch_size: int = 65536
+    score_batch_size: int = 65536  # images: at most IMAGE_SCORE_BATCH (conv activations)
 
     def __post_init__(self) -> None:
         check_choice("AutoencoderConfig.jets", self.jets, JET_MODES)
@@ -419,6 +419,11 @@ def fit_autoencoder_fold(
                 f"image_size={config.image_size}"
             )
         shape = [1, size, size]
+    if images:
+        from adhunt.models.image_networks import IMAGE_SCORE_BATCH
+
+        limit = min(config.score_batch_size, IMAGE_SCORE_BATCH)
+        config = dataclasses.replace(config, score_batch_size=limit)
     spec = {
         "network": config.network, "inputs": config.inputs, "input_shape": shape,
         "latent_dim": config.latent_dim, "hidden": list(config.hidden),

@@ -19,7 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvAutoencoder", "ConvClassifier", "image_losses"]
+__all__ = ["IMAGE_SCORE_BATCH", "ConvAutoencoder", "ConvClassifier", "image_losses"]
+
+#: Most images per forward pass when scoring or validating: the feature networks' 65536-row
+#: batches would hold ~4 GB of activations per convolution layer at S = 32.
+IMAGE_SCORE_BATCH = 2048
 
 
 def _check_size(image_size: int) -> None:

@@ -379,8 +379,11 @@ class OutlierModel(ResonantModel):
             name = IMAGE_PSEUDO_COLUMNS[0]
             if name in data.columns and len(data):
                 shape = np.shape(data[name].iloc[0])
-                if len(shape) == 2 and shape[0] == shape[1]:
-                    self.config = dataclasses.replace(self.config, image_size=int(shape[0]))
+                if len(shape) != 2 or shape[0] != shape[1]:
+                    raise ValueError(
+                        f"data: column {name!r} must hold square 2-D images, got shape {shape}"
+                    )
+                self.config = dataclasses.replace(self.config, image_size=int(shape[0]))
         if self.control_region == SIDEBANDS and isinstance(data, pd.DataFrame):
             if RESONANT_VARIABLE in data and not self.region.in_sb(data[RESONANT_VARIABLE]).any():
                 raise ValueError(f"data: no sideband events around {self.region} to train on")

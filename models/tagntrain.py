@@ -439,9 +439,13 @@ def fit_conv_classifier(
     import torch
 
     from adhunt.models.classifiers import _member_seed, resolve_device
+    from adhunt.models.image_networks import IMAGE_SCORE_BATCH
     from adhunt.models.outliers import fit_network, network_state, seeded, torch_threads
 
     config = config or TrainConfig()
+    config = dataclasses.replace(
+        config, score_batch_size=min(config.score_batch_size, IMAGE_SCORE_BATCH)
+    )
     if w is not None or w_val is not None:
         raise ValueError("the conv classifier takes no event weights")
     x = np.asarray(x, dtype=np.float32)
