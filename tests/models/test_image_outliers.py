@@ -107,7 +107,7 @@ def test_image_ae_scores_two_prong_jets_higher():
 
 
 def test_image_models_round_trip_and_are_reproducible(tmp_path):
-    """Save/load gives identical scores in every mode; the VAE (sampling in training) gives the
+    """Save/load gives identical scores in every mode (shared and separate networks); the VAE (sampling in training) gives the
     same scores for the same seed and other scores for another seed."""
     data, _ = toy_events(120, 1, seed=5)
     extra, _ = toy_events(30, 2, seed=6, first_event=5_000)
@@ -117,7 +117,8 @@ def test_image_models_round_trip_and_are_reproducible(tmp_path):
     def vae(seed):
         return VariationalAutoencoder(IMAGE_PSEUDO_COLUMNS, WINDOW, 3, seed, cfg).fit(data)
 
-    for model in (Autoencoder(IMAGE_PSEUDO_COLUMNS, WINDOW, 3, 0, cfg).fit(data), vae(7)):
+    separate = _config(epochs=2, jets="separate")  # one network per jet
+    for model in (Autoencoder(IMAGE_PSEUDO_COLUMNS, WINDOW, 3, 0, separate).fit(data), vae(7)):
         loaded = ResonantModel.load(model.save(tmp_path / model.method))
         assert loaded.image_size == SIZE
         for mode, table in (("kfold", data), ("ensemble", extra), ("auto", both)):
