@@ -123,3 +123,7 @@ def extended_columns() -> tuple[str, ...]:
 IMAGE_COLUMNS = ("image_pt_j1", "image_pt_j2", "image_outside_j1", "image_outside_j2")
 #: Suffix of a chunk's image file, next to its parquet table (``<chunk>.images.npy``).
 IMAGE_SUFFIX = ".images.npy"
+#: Pseudo-columns of the jet images (``read_table(..., columns=[..., "image_j1"])``): one float32
+#: ``[S, S]`` array per row, j1 = the lighter jet. Not stored in the parquet tables: loaded from the
+#: chunks' ``.images.npy`` files only when asked for, so feature-only readers pay nothing.
+IMAGE_PSEUDO_COLUMNS = ("image_j1", "image_j2")

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adhunt.schema import FEATURE_COLUMNS, IMAGE_SUFFIX, RESONANT_VARIABLE
+from adhunt.schema import FEATURE_COLUMNS, IMAGE_PSEUDO_COLUMNS, IMAGE_SUFFIX, RESONANT_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +460,25 @@ def read_images(output_dir: str | Path, datasets: Iterable[str] | None = None) -
     return np.concatenate(arrays, axis=0)
 
 
+def with_image_columns(frame: pd.DataFrame, images: np.ndarray) -> pd.DataFrame:
+    """``frame`` with the pseudo-columns :data:`IMAGE_PSEUDO_COLUMNS` (object columns holding one
+    ``[S, S]`` view of ``images[row, jet]`` per row), so images follow the rows through filtering,
+    concatenation, injection and k-fold splits like any other column."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != 2 or images.shape[0] != len(frame):
+        raise FeatureTableError(
+            f"jet images of shape {images.shape} do not fit a table of {len(frame)} rows "
+            "(expected [rows, 2, S, S])"
+        )
+    out = frame.copy()
+    for jet, name in enumerate(IMAGE_PSEUDO_COLUMNS):
+        column = np.empty(len(frame), dtype=object)
+        for row in range(len(frame)):
+            column[row] = images[row, jet]
+        out[name] = pd.Series(column, index=frame.index, dtype=object)
+    return out
+
+
 def iter_chunk_images(
     output_dir: str | Path, datasets: Iterable[str] | None = None
 ) -> Iterator[tuple[Path, np.ndarray]]:
@@ -667,12 +686,18 @@ def read_table(
     :func:`partial_reading`'s setting, i.e. the CLI's ``--allow-partial``).
     """
     root = Path(path)
+    with_images = columns is not None and any(c in IMAGE_PSEUDO_COLUMNS for c in columns)
     if columns is not None:  # derived features (mj1_over_mjj, ...) are read as their ingredients
         from adhunt.dijet import required_columns
 
-        columns = required_columns(columns)
+        columns = required_columns([c for c in columns if c not in IMAGE_PSEUDO_COLUMNS])
     wanted = None if datasets is None else list(datasets)
     chunks = is_chunk_directory(root)
+    if with_images and not (chunks or is_chunk_dataset_directory(root)):
+        raise FeatureTableError(
+            f"{what}: {root} is not an `adhunt features` directory, so it has no jet images "
+            f"({', '.join(IMAGE_PSEUDO_COLUMNS)}); run `adhunt features --images`"
+        )
     if chunks or is_chunk_dataset_directory(root):
         try:
             if chunks:
@@ -695,6 +720,11 @@ def read_table(
         check_unique_events(
             frame, what, allow_duplicates=allow_duplicates, row_files=_row_files(sources)
         )
+        if with_images:  # same chunk order as _read_chunks: rows align (lengths checked)
+            try:
+                frame = with_image_columns(frame, read_images(root, wanted))
+            except FeatureTableError as err:
+                raise FeatureTableError(f"{what}: {err}") from err
         return frame
     try:
         files = table_files(root)

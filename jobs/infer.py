@@ -145,12 +145,15 @@ def _check_model_name(name: str) -> None:
 
 
 def _load_models(
-    models: Mapping[str, str | Path], extra_columns: tuple[str, ...] = ()
+    models: Mapping[str, str | Path],
+    extra_columns: tuple[str, ...] = (),
+    image_size: int | None = None,
 ) -> dict[str, tuple[ResonantModel, Path, str]]:
     """Load and verify every artifact on the driver; ``{name: (model, path, digest)}``.
 
     ``extra_columns``: the optional columns the feature configuration also computes
-    (``FeatureConfig.extra_columns()``, e.g. the extended substructure set)."""
+    (``FeatureConfig.extra_columns()``, e.g. the extended substructure set); ``image_size``:
+    the side of the jet images it computes (None: no images), which image models must match."""
     from adhunt.models.artifact import ArtifactError
     from adhunt.models.base import ResonantModel
     from adhunt.processors.inference import InferenceError, artifact_digest
@@ -159,8 +162,11 @@ def _load_models(
     if not models:
         raise InferenceError("at least one model is needed")
     from adhunt.dijet import required_columns
+    from adhunt.schema import IMAGE_PSEUDO_COLUMNS
 
     produced = [c for c in FEATURE_COLUMNS if c != "dataset"] + list(extra_columns)
+    if image_size is not None:
+        produced += list(IMAGE_PSEUDO_COLUMNS)
     loaded = {}
     for name, raw in models.items():
         _check_model_name(str(name))
@@ -173,6 +179,18 @@ def _load_models(
         except ArtifactError as err:
             raise ArtifactError(f"model {name!r}: {err}") from err
         # Derived inputs (mj1_over_mjj, ...) are computed by the model API from their ingredients.
+        images = [c for c in model.input_columns if c in IMAGE_PSEUDO_COLUMNS]
+        if images and image_size is None:
+            raise InferenceError(
+                f"model {name!r} ({path}) reads jet images {images}; the feature configuration "
+                "of infer (--config) computes none: set images: true and image_size there"
+            )
+        trained = getattr(model, "image_size", None)
+        if images and trained is not None and int(trained) != int(image_size):
+            raise InferenceError(
+                f"model {name!r} ({path}) was trained on {trained}x{trained} jet images; the "
+                f"feature configuration of infer (--config) makes {image_size}x{image_size} ones"
+            )
         missing = [c for c in required_columns(model.input_columns) if c not in produced]
         if missing:
             raise InferenceError(
@@ -379,7 +397,11 @@ def run_infer(
 
     # --- driver-side checks ----------------------------------------------------------------------
     datasets_in = load_datasets(fileset, feature_config.tree, dedupe_files=dedupe_files)
-    loaded = _load_models(models, feature_config.extra_columns())
+    loaded = _load_models(
+        models,
+        feature_config.extra_columns(),
+        feature_config.image_size if feature_config.images else None,
+    )
     check_processor_definition(loaded, feature_config)
     files = {d: entry["files"] for d, entry in datasets_in.items()}
     good, bad, entries = check_inputs(files, feature_config.missing_branches, feature_config.tree)

@@ -100,6 +100,7 @@ def run_train(
     control_region: str | None = None,
     rule: str | None = None,
     starter: Path | None = None,
+    inputs: str | None = None,
 ):
     """Train ``method`` and save it to ``output``; returns the fitted model.
 
@@ -132,8 +133,12 @@ def run_train(
         config = _with_backend(config, backend)
     config = _with_options(
         config, method, control_region=control_region, rule=rule,
-        starter=None if starter is None else str(starter),
+        starter=None if starter is None else str(starter), inputs=inputs,
     )  # fmt: skip
+    if getattr(config, "inputs", "features") == "images":  # the jets' image pseudo-columns
+        from adhunt.schema import IMAGE_PSEUDO_COLUMNS
+
+        features = list(features or IMAGE_PSEUDO_COLUMNS)
     features = list(features or cls.default_features)
     if cls.needs_reference and reference_dir is None:
         raise ValueError(f"method {method!r} needs --reference DIR (a true-background sample)")
@@ -267,6 +272,14 @@ def train(
         ),
     ] = None,
     allow_partial: AllowPartialOption = False,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="ae/vae: features (dense network on feature columns) or images (convolutional "
+            "network on the jet images of `adhunt features --images`).",
+        ),
+    ] = None,
 ) -> None:
     """Train a resonant anomaly-detection model (k-fold) and save it as a verified artifact.
 
@@ -298,7 +311,7 @@ def train(
                 reference_dir=reference, reference_datasets=split_list(reference_datasets),
                 inject=inject, signal_dir=signal, signal_datasets=split_list(signal_datasets),
                 config_path=config, overwrite=overwrite, allow_duplicates=allow_duplicates,
-                control_region=control_region, rule=rule, starter=starter,
+                control_region=control_region, rule=rule, starter=starter, inputs=inputs,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 decorrelate=decorrelate, decorrelate_region=decorrelate_region,
             )  # fmt: skip

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ from adhunt.models.base import FoldModel, prefixed, unprefixed
 from adhunt.models.classifiers import _member_seed, resolve_device
 from adhunt.models.outliers import (
     EVENT_RULES,
+    INPUT_KINDS,
     JET_MODES,
     OutlierModel,
     check_choice,
@@ -79,6 +81,8 @@ class AutoencoderConfig:
     """Settings of ``ae`` and ``vae`` (and of the starting tagger of ``tnt``)."""
 
     network: str = "dense"  # a registered network builder (see register_network)
+    inputs: str = "features"  # features (feature columns) | images (jet images, conv network)
+    image_size: int | None = None  # images: pixels per side; None = taken from the training data
     jets: str = "shared"  # shared | separate | event (see the module doc)
     rule: str = "min"  # per-jet -> event score: min | max | sum | heavier | lighter
     control_region: str | None = None  # None (all data), "sidebands", or e.g. "abs(delta_eta)>=1.4"
@@ -96,12 +100,27 @@ class AutoencoderConfig:
     val_fraction: float = 0.2  # hashed validation subset, for early stopping
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     num_threads: int | None = None  # torch CPU threads while training; None = library default
-    score_batch_size: int = 65536
+    score_batch_size: int = 65536  # images: at most IMAGE_SCORE_BATCH (conv activations)
 
     def __post_init__(self) -> None:
         check_choice("AutoencoderConfig.jets", self.jets, JET_MODES)
         check_choice("AutoencoderConfig.rule", self.rule, EVENT_RULES)
         check_choice("AutoencoderConfig.vae_score", self.vae_score, VAE_SCORES)
+        check_choice("AutoencoderConfig.inputs", self.inputs, INPUT_KINDS)
+        if self.inputs == "images":
+            if self.network == "dense":  # the default network is for feature vectors
+                object.__setattr__(self, "network", "conv")
+            if self.jets == "event":
+                raise ValueError(
+                    "AutoencoderConfig: inputs='images' scores each jet's image; use "
+                    "jets='shared' or 'separate', not 'event'"
+                )
+        if self.image_size is not None and (
+            not isinstance(self.image_size, int) or self.image_size < 1
+        ):
+            raise ValueError(
+                f"AutoencoderConfig.image_size must be a positive integer, got {self.image_size!r}"
+            )
         positive = (
             "latent_dim",
             "n_ensemble",
@@ -214,9 +233,19 @@ def _dense_autoencoder(
 register_network("dense", _dense_autoencoder)
 
 
-def jet_losses(net: Any, x: Any) -> dict[str, Any]:
-    """Per-sample ``reco`` (mean squared error over the input), ``kl`` (None for a plain AE)."""
+def jet_losses(net: Any, x: Any, images: bool = False) -> dict[str, Any]:
+    """Per-sample ``reco`` (mean squared error over the input), ``kl`` (None for a plain AE).
+
+    ``images``: unit-sum jet images ``[N, 1, S, S]``, whose squared error is taken in units of the
+    mean pixel (:func:`adhunt.models.image_networks.image_losses`), so that the reconstruction
+    term has the same order as for standardised features and ``beta`` means the same.
+    """
     recon, mu, logvar = net(x)
+    if images:
+        from adhunt.models.image_networks import image_losses
+
+        out = image_losses(x, recon, mu, logvar)
+        return {"reco": out["reconstruction"], "kl": None if mu is None else out["kl"]}
     reco = ((recon - x) ** 2).flatten(1).mean(dim=1)
     kl = None
     if mu is not None:
@@ -259,8 +288,11 @@ class AutoencoderFold(FoldModel):
         check_choice("rule", self.spec["rule"], EVENT_RULES)
         check_choice("score", self.spec["score"], VAE_SCORES)
         n_groups = 2 if self.spec["jets"] == "separate" else 1
-        if len(states) != n_groups or len(scalers) != n_groups or not all(states):
-            raise ValueError(f"autoencoder fold needs {n_groups} network group(s) and scalers")
+        n_scalers = 0 if self.images else n_groups  # images are used as they are (unit sum)
+        if len(states) != n_groups or len(scalers) != n_scalers or not all(states):
+            raise ValueError(
+                f"autoencoder fold needs {n_groups} network group(s) and {n_scalers} scaler(s)"
+            )
         self.scalers = list(scalers)
         self.info = dict(info or {})
         self.device = resolve_device(device)
@@ -284,12 +316,22 @@ class AutoencoderFold(FoldModel):
     def n_inputs(self) -> int:
         return int(np.prod(self.spec["input_shape"]))
 
+    @property
+    def images(self) -> bool:
+        return self.spec.get("inputs", "features") == "images"
+
+    def _array(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32 if self.images else np.float64)
+
     def losses(self, x: np.ndarray, group: int, which: str | None = None) -> np.ndarray:
         """Mean over the members of group ``group`` of the per-sample loss ``which``."""
         import torch
 
         which = which or self.spec["score"]
-        z = self.scalers[group].transform(np.asarray(x, dtype=np.float64)).astype(np.float32)
+        if self.images:
+            z = np.asarray(x, dtype=np.float32)
+        else:
+            z = self.scalers[group].transform(np.asarray(x, dtype=np.float64)).astype(np.float32)
         shape = tuple(self.spec["input_shape"])
         out = np.zeros(len(z))
         bs = int(self.spec.get("score_batch_size", 65536))
@@ -297,12 +339,12 @@ class AutoencoderFold(FoldModel):
             for start in range(0, len(z), bs):
                 xb = torch.from_numpy(z[start : start + bs]).reshape(-1, *shape).to(self.device)
                 for net in self.nets[group]:
-                    loss = _loss_of(jet_losses(net, xb), which, self.spec["beta"])
+                    loss = _loss_of(jet_losses(net, xb, self.images), which, self.spec["beta"])
                     out[start : start + len(xb)] += loss.double().cpu().numpy()
         return out / len(self.nets[group])
 
     def jet_scores(self, x: np.ndarray, which: str | None = None) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
+        x = self._array(x)
         if self.spec["jets"] == "event":
             raise ValueError("an autoencoder with jets='event' has no per-jet scores")
         if x.ndim != 2 or x.shape[1] != 2 * self.n_inputs:
@@ -342,7 +384,7 @@ class AutoencoderFold(FoldModel):
             [unprefixed(f"group{g}/member{m}", tensors) for m in range(int(n))]
             for g, n in enumerate(metadata["n_members"])
         ]
-        scalers = [transform_from_dict(d) for d in metadata["preprocessing"]]
+        scalers = [transform_from_dict(d) for d in metadata["preprocessing"]]  # none for images
         if not all(isinstance(s, Standardizer) for s in scalers):
             raise ValueError("autoencoder preprocessing must be Standardizers")
         return cls(states, scalers, metadata["spec"], metadata.get("info"))
@@ -367,8 +409,23 @@ def fit_autoencoder_fold(
 
     device = resolve_device(config.device)
     score = config.vae_score if variational else "reco"
+    images = config.inputs == "images"
+    shape = [n_inputs_per_group]
+    if images:
+        size = math.isqrt(n_inputs_per_group)
+        if config.image_size is None or size * size != n_inputs_per_group:
+            raise ValueError(
+                f"image inputs of {n_inputs_per_group} pixels per jet do not match "
+                f"image_size={config.image_size}"
+            )
+        shape = [1, size, size]
+    if images:
+        from adhunt.models.image_networks import IMAGE_SCORE_BATCH
+
+        limit = min(config.score_batch_size, IMAGE_SCORE_BATCH)
+        config = dataclasses.replace(config, score_batch_size=limit)
     spec = {
-        "network": config.network, "input_shape": [n_inputs_per_group],
+        "network": config.network, "inputs": config.inputs, "input_shape": shape,
         "latent_dim": config.latent_dim, "hidden": list(config.hidden),
         "variational": variational, "options": dict(config.network_options), "jets": jets,
         "rule": config.rule, "score": score, "beta": float(config.beta),
@@ -386,20 +443,24 @@ def fit_autoencoder_fold(
         return [a[:, :f], a[:, f:]]
 
     def batch_loss(net: Any, xb: Any, _: Any) -> Any:
-        return _loss_of(jet_losses(net, xb), "total", config.beta)
+        return _loss_of(jet_losses(net, xb.reshape(-1, *shape), images), "total", config.beta)
 
     states, scalers, info = [], [], {"history": [], "device": device, "seed": int(seed)}
     with torch_threads(config.num_threads):
         for g, (xg, vg) in enumerate(zip(groups(x), groups(x_val), strict=True)):
-            scaler = Standardizer().fit(xg)
-            zt = scaler.transform(xg)
-            zv = None if vg is None or len(vg) == 0 else scaler.transform(vg)
+            if images:  # unit-sum images: no standardisation (it would undo the normalisation)
+                scaler, zt = None, np.asarray(xg, dtype=np.float32)
+                zv = None if vg is None or len(vg) == 0 else np.asarray(vg, dtype=np.float32)
+            else:
+                scaler = Standardizer().fit(xg)
+                zt = scaler.transform(xg)
+                zv = None if vg is None or len(vg) == 0 else scaler.transform(vg)
             members = []
             for m in range(config.n_ensemble):
                 ms = _member_seed(seed, 100 * g + m)
                 with seeded(ms, device):
                     net = build_network(
-                        config.network, (f,), latent_dim=config.latent_dim,
+                        config.network, shape, latent_dim=config.latent_dim,
                         hidden=config.hidden, variational=variational,
                         options=config.network_options,
                     ).to(device)  # fmt: skip
@@ -418,7 +479,8 @@ def fit_autoencoder_fold(
                     }
                 )
             states.append(members)
-            scalers.append(scaler)
+            if scaler is not None:
+                scalers.append(scaler)
     return AutoencoderFold(states, scalers, spec, info, device=config.device)
 
 
@@ -437,6 +499,8 @@ class Autoencoder(OutlierModel):
         val = self.training_rows(val, k, "validation")
         cfg: AutoencoderConfig = self.config
         width = len(self.input_columns) if self.layout is None else self.layout.width
+        if self.images:  # pixels per jet image
+            width = int(self.image_size) ** 2
         fold = fit_autoencoder_fold(
             self.inputs(train),
             self.inputs(val) if len(val) else None,

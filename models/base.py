@@ -498,7 +498,7 @@ class ResonantModel(ABC):
             return out
         cols = list(self.input_columns) + (list(ID_COLUMNS) if mode == "kfold" else [])
         data = self._validate(self._derive(data), "data to score", list(dict.fromkeys(cols)))
-        x = data[list(self.input_columns)].to_numpy(dtype=np.float64)
+        x = self._score_inputs(data)
         out = np.zeros(len(data), dtype=np.float64)
         if len(data) == 0:
             return out
@@ -512,6 +512,10 @@ class ResonantModel(ABC):
             if rows.any():
                 out[rows] = np.asarray(model.score(x[rows]), dtype=np.float64)
         return out
+
+    def _score_inputs(self, data: pd.DataFrame) -> np.ndarray:
+        """The array handed to ``FoldModel.score``: the input columns (overridden for images)."""
+        return data[list(self.input_columns)].to_numpy(dtype=np.float64)
 
     # ----- persistence -------------------------------------------------------------------------
 

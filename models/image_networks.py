@@ -19,7 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvAutoencoder", "ConvClassifier", "image_losses"]
+__all__ = ["IMAGE_SCORE_BATCH", "ConvAutoencoder", "ConvClassifier", "image_losses"]
+
+#: Most images per forward pass when scoring or validating: the feature networks' 65536-row
+#: batches would hold ~4 GB of activations per convolution layer at S = 32.
+IMAGE_SCORE_BATCH = 2048
 
 
 def _check_size(image_size: int) -> None:
@@ -177,3 +181,35 @@ class ConvClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_channels, self.image_size, "ConvClassifier")
         return self.net(x * float(self.image_size**2)).squeeze(1)
+
+
+def _conv_autoencoder(
+    input_shape: tuple[int, ...],
+    *,
+    latent_dim: int,
+    hidden: tuple[int, ...],
+    variational: bool,
+    channels: tuple[int, int] | list[int] = (16, 32),
+) -> ConvAutoencoder:
+    """Builder of the ``conv`` network of the ``ae``/``vae`` methods (inputs ``[N, 1, S, S]``).
+
+    ``hidden[0]`` is the width of the dense layer between the convolutions and the latent space;
+    ``channels`` (``network_options``) the two convolution widths.
+    """
+    if len(input_shape) != 3 or input_shape[0] != 1 or input_shape[1] != input_shape[2]:
+        raise ValueError(
+            f"the conv network takes [N, 1, S, S] images, got input shape {input_shape}"
+        )
+    return ConvAutoencoder(
+        image_size=int(input_shape[1]), latent_dim=latent_dim, variational=variational,
+        channels=tuple(int(c) for c in channels), hidden=int(hidden[0]),
+    )  # fmt: skip
+
+
+def _register() -> None:
+    from adhunt.models.autoencoders import register_network
+
+    register_network("conv", _conv_autoencoder)
+
+
+_register()

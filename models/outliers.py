@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,10 +30,11 @@ import pandas as pd
 from adhunt.models.base import ID_COLUMNS, SCORE_MODES, ResonantModel
 from adhunt.provenance import MODE_ENSEMBLE, MODE_KFOLD
 from adhunt.regions import SignalRegion, kfold_assignments
-from adhunt.schema import RESONANT_VARIABLE
+from adhunt.schema import IMAGE_PSEUDO_COLUMNS, RESONANT_VARIABLE
 
 __all__ = [
     "EVENT_RULES",
+    "INPUT_KINDS",
     "JET_MODES",
     "SIDEBANDS",
     "JetLayout",
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 EVENT_RULES = ("min", "max", "sum", "heavier", "lighter")
 #: One network for both jets (each jet a sample), one per jet, or one on the whole event.
 JET_MODES = ("shared", "separate", "event")
+#: What a per-jet network reads: feature columns, or the jet images (``image_j1``, ``image_j2``).
+INPUT_KINDS = ("features", "images")
 #: Control-region keyword: the mjj sidebands of the model's window.
 SIDEBANDS = "sidebands"
 
@@ -142,6 +146,20 @@ class JetLayout:
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of :attr:`columns` -> (jet-1 block, jet-2 block)."""
         return x[:, : self.width], x[:, self.width :]
+
+
+def image_stack(frame: pd.DataFrame, column: str, what: str = "data") -> np.ndarray:
+    """The images of an image pseudo-column as one float32 array ``[N, S, S]``."""
+    values = frame[column].to_numpy(dtype=object)
+    if len(values) == 0:
+        return np.zeros((0, 0, 0), np.float32)
+    shapes = {np.shape(v) for v in values}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(
+            f"{what}: column {column!r} must hold one 2-D image per row of a single shape, "
+            f"got shapes {sorted(shapes)[:3]}"
+        )
+    return np.stack(values).astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +314,27 @@ class OutlierModel(ResonantModel):
         jets = getattr(self.config, "jets", "shared")
         if self.per_jet_only and jets == "event":
             raise ValueError(f"{self.method} scores each jet; jets='event' does not apply")
+        images = [f for f in self.features if f in IMAGE_PSEUDO_COLUMNS]
+        if self.images and tuple(self.features) != IMAGE_PSEUDO_COLUMNS:
+            raise ValueError(
+                f"{self.method} with inputs='images' reads exactly the columns "
+                f"{list(IMAGE_PSEUDO_COLUMNS)}, got features {list(self.features)}"
+            )
+        if images and not self.images:
+            raise ValueError(
+                f"feature(s) {images} are jet images: train with inputs='images' (--inputs images)"
+            )
         self.layout = None if jets == "event" else JetLayout.from_features(self.features)
+
+    @property
+    def images(self) -> bool:
+        """Whether the inputs are jet images (``config.inputs == "images"``)."""
+        return getattr(self.config, "inputs", "features") == "images"
+
+    @property
+    def image_size(self) -> int | None:
+        """Pixels per side of the images the model reads (None: features, or not yet fitted)."""
+        return getattr(self.config, "image_size", None) if self.images else None
 
     @property
     def input_columns(self) -> tuple[str, ...]:
@@ -335,6 +373,17 @@ class OutlierModel(ResonantModel):
         return with_derived_features(df, [*self.input_columns, *cut_columns(self.control_region)])
 
     def fit(self, data: pd.DataFrame, reference: pd.DataFrame | None = None, **kwargs: Any):
+        if self.images and self.image_size is None and isinstance(data, pd.DataFrame):
+            # The image size is part of the model: taken from the training images, recorded in
+            # the config (so the artifact refuses images of another size).
+            name = IMAGE_PSEUDO_COLUMNS[0]
+            if name in data.columns and len(data):
+                shape = np.shape(data[name].iloc[0])
+                if len(shape) != 2 or shape[0] != shape[1]:
+                    raise ValueError(
+                        f"data: column {name!r} must hold square 2-D images, got shape {shape}"
+                    )
+                self.config = dataclasses.replace(self.config, image_size=int(shape[0]))
         if self.control_region == SIDEBANDS and isinstance(data, pd.DataFrame):
             if RESONANT_VARIABLE in data and not self.region.in_sb(data[RESONANT_VARIABLE]).any():
                 raise ValueError(f"data: no sideband events around {self.region} to train on")
@@ -361,7 +410,49 @@ class OutlierModel(ResonantModel):
         return frame[keep].reset_index(drop=True)
 
     def inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """Input rows: feature columns as float64, or images as float32 ``[N, 2 * S * S]``
+        (j1's pixels, then j2's, each row-major)."""
+        if self.images:
+            if len(frame) == 0:
+                return np.zeros((0, 2 * (self.image_size or 0) ** 2), np.float32)
+            return np.concatenate(
+                [image_stack(frame, c).reshape(len(frame), -1) for c in self.input_columns], axis=1
+            )
         return frame[list(self.input_columns)].to_numpy(dtype=np.float64)
+
+    def _score_inputs(self, data: pd.DataFrame) -> np.ndarray:
+        return self.inputs(data)
+
+    def _validate(self, df: Any, what: str, columns: Sequence[str]) -> pd.DataFrame:
+        """Image pseudo-columns: arrays of the model's size with finite pixels; others as usual."""
+        image_cols = [c for c in columns if c in IMAGE_PSEUDO_COLUMNS]
+        if not image_cols:
+            return super()._validate(df, what, columns)
+        df = super()._validate(df, what, [c for c in columns if c not in IMAGE_PSEUDO_COLUMNS])
+        missing = [c for c in image_cols if c not in df.columns]
+        if missing:
+            raise ValueError(
+                f"{what}: missing jet image column(s) {missing} needed by {self.method} "
+                "(read the table with those columns from an `adhunt features --images` directory)"
+            )
+        for col in image_cols:
+            stack = image_stack(df, col, what)
+            size = self.image_size
+            if len(stack) == 0:
+                continue
+            if size is not None and stack.shape[1:] != (size, size):
+                raise ValueError(
+                    f"{what}: column {col!r} holds {stack.shape[1]}x{stack.shape[2]} images; "
+                    f"the {self.method} model was trained on {size}x{size} images"
+                )
+            bad = ~np.isfinite(stack.reshape(len(stack), -1)).all(axis=1)
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"{what}: column {col!r} has {int(bad.sum())} image(s) with NaN/inf pixels, "
+                    f"first at row {first}"
+                )
+        return df
 
     def jet_scores(self, data: pd.DataFrame, mode: str = "kfold") -> np.ndarray:
         """Per-jet scores ``(events, 2)`` (j1, j2), with the k-fold rules of :meth:`score`."""

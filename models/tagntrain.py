@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from adhunt.models.base import (
 from adhunt.models.classifiers import fit_classifier
 from adhunt.models.outliers import (
     EVENT_RULES,
+    INPUT_KINDS,
     OutlierModel,
     check_choice,
     coerce_config,
@@ -52,7 +54,14 @@ from adhunt.models.outliers import (
 )
 from adhunt.schema import JET_FEATURES, RESONANT_VARIABLE
 
-__all__ = ["TagNTrain", "TagNTrainConfig", "TagNTrainFold", "rank_normaliser"]
+__all__ = [
+    "ConvClassifierFold",
+    "TagNTrain",
+    "TagNTrainConfig",
+    "TagNTrainFold",
+    "fit_conv_classifier",
+    "rank_normaliser",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +82,21 @@ class TagNTrainConfig:
     require_window: bool = False  # signal-like events must also lie in the mjj window
     rule: str = "min"  # rank-normalised per-jet scores -> event score
     val_fraction: float = 0.2
+    #: features: classifiers on feature columns (``classifier.backend``); images: convolutional
+    #: classifiers (:class:`~adhunt.models.image_networks.ConvClassifier`) on the jet images,
+    #: trained with the ``classifier`` torch settings, and a fresh starter is an image ae.
+    inputs: str = "features"
+    image_size: int | None = None  # images: pixels per side; None = taken from the training data
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae", coerce_config(self.ae, AutoencoderConfig))
         object.__setattr__(self, "classifier", coerce_config(self.classifier, TrainConfig))
+        check_choice("TagNTrainConfig.inputs", self.inputs, INPUT_KINDS)
+        if self.inputs == "images" and (
+            self.ae.inputs != "images" or self.ae.image_size != self.image_size
+        ):
+            ae = dataclasses.replace(self.ae, inputs="images", image_size=self.image_size)
+            object.__setattr__(self, "ae", ae)
         check_choice("TagNTrainConfig.rule", self.rule, EVENT_RULES)
         s, b = self.signal_fraction, self.background_fraction
         if not (0 < s < 1 and 0 < b < 1 and s + b <= 1):
@@ -137,7 +157,7 @@ class TagNTrainFold(FoldModel):
         self.info = dict(info or {})
 
     def raw_jet_scores(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != 2 * self.width:
             raise ValueError(f"expected (events, {2 * self.width}) inputs, got {x.shape}")
         blocks = (x[:, : self.width], x[:, self.width :])
@@ -251,9 +271,12 @@ class TagNTrain(OutlierModel):
             return starter.jet_scores(train, "auto"), (
                 starter.jet_scores(val, "auto") if len(val) else np.zeros((0, 2))
             )
+        ae_cfg = self.config.ae
+        if self.images:
+            ae_cfg = dataclasses.replace(ae_cfg, image_size=self.image_size)
         ae = Autoencoder(self.features, self.region, n_folds=self.n_folds, seed=self.seed,
-                         config=self.config.ae)  # fmt: skip
-        fold = ae._fit_fold(k, train, val, None)
+                         config=ae_cfg)  # fmt: skip
+        fold = ae._fit_fold(k, train, val, None)  # on images when the config's inputs are
         x, xv = self.inputs(train), self.inputs(val)
         return fold.jet_scores(x), (fold.jet_scores(xv) if len(val) else np.zeros((0, 2)))
 
@@ -262,8 +285,9 @@ class TagNTrain(OutlierModel):
     ) -> FoldModel:
         cfg: TagNTrainConfig = self.config
         s_train, s_val = self._start_scores(k, train, val)
-        x = self.layout.split(self.inputs(train))
-        xv = self.layout.split(self.inputs(val)) if len(val) else None
+        width = self._width
+        x = self._split(self.inputs(train))
+        xv = self._split(self.inputs(val)) if len(val) else None
         in_sr = self.region.in_sr(train[RESONANT_VARIABLE].to_numpy(dtype=np.float64))
         in_sr_val = self.region.in_sr(val[RESONANT_VARIABLE].to_numpy(dtype=np.float64))
         info: dict[str, Any] = {"iterations": [], "n_train": len(train)}
@@ -285,7 +309,8 @@ class TagNTrain(OutlierModel):
                 if xv is not None:
                     yv, keep_v = self._labels(s_val[:, other], hi, lo, in_sr_val)
                     x_val, y_val = xv[jet][keep_v], yv
-                clf = fit_classifier(
+                fit = fit_conv_classifier if self.images else fit_classifier
+                clf = fit(
                     x[jet][keep], y, None, x_val, y_val,
                     seed=self.fold_seed(k, 10 * it + jet + 1), config=cfg.classifier,
                 )  # fmt: skip
@@ -298,7 +323,15 @@ class TagNTrain(OutlierModel):
             if xv is not None:
                 s_val = np.stack([c.score(xv[j]) for j, c in enumerate(classifiers)], axis=1)
         tables = tuple(rank_normaliser(s_train[:, j]) for j in (0, 1))
-        return TagNTrainFold(tuple(classifiers), tables, self.layout.width, cfg.rule, info)
+        return TagNTrainFold(tuple(classifiers), tables, width, cfg.rule, info)
+
+    @property
+    def _width(self) -> int:
+        """Inputs per jet: feature columns, or pixels of a jet image."""
+        return int(self.image_size) ** 2 if self.images else self.layout.width
+
+    def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x[:, : self._width], x[:, self._width :]
 
     def _labels(
         self, score: np.ndarray, hi: float, lo: float, in_sr: np.ndarray
@@ -310,3 +343,147 @@ class TagNTrain(OutlierModel):
         background_like = (score <= lo) & ~signal_like
         keep = signal_like | background_like
         return signal_like[keep].astype(np.int64), keep
+
+
+# --------------------------------------------------------------------------------------------
+# Convolutional jet classifier (tnt with inputs="images")
+# --------------------------------------------------------------------------------------------
+
+
+def _conv_classifier(spec: Mapping[str, Any]) -> Any:
+    from adhunt.models.image_networks import ConvClassifier
+
+    return ConvClassifier(
+        image_size=int(spec["image_size"]), hidden=int(spec["hidden"]),
+        dropout=float(spec["dropout"]),
+    )  # fmt: skip
+
+
+class ConvClassifierFold(FoldModel):
+    """Ensemble of :class:`~adhunt.models.image_networks.ConvClassifier` on one jet's images;
+    inputs are rows of ``S * S`` pixels, the score the members' mean probability."""
+
+    kind = "conv_classifier"
+
+    def __init__(
+        self,
+        states: list[Mapping[str, np.ndarray]],
+        spec: Mapping[str, Any],
+        info: Mapping[str, Any] | None = None,
+        device: str = "auto",
+    ) -> None:
+        from adhunt.models.classifiers import resolve_device
+        from adhunt.models.outliers import load_state
+
+        if not states:
+            raise ValueError("conv classifier fold needs at least one member")
+        self.spec, self.info = dict(spec), dict(info or {})
+        self.device = resolve_device(device)
+        self.nets = [
+            load_state(_conv_classifier(self.spec), st, f"conv classifier member {m}")
+            .to(self.device)
+            .eval()
+            for m, st in enumerate(states)
+        ]
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        size = int(self.spec["image_size"])
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != size * size:
+            raise ValueError(f"expected (jets, {size * size}) image pixels, got {x.shape}")
+        out = np.zeros(len(x))
+        bs = int(self.spec["score_batch_size"])
+        with torch.no_grad():
+            for start in range(0, len(x), bs):
+                xb = torch.from_numpy(x[start : start + bs]).reshape(-1, 1, size, size)
+                xb = xb.to(self.device)
+                for net in self.nets:
+                    out[start : start + len(xb)] += torch.sigmoid(net(xb)).double().cpu().numpy()
+        return out / len(self.nets)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        from adhunt.models.outliers import network_state
+
+        out: dict[str, np.ndarray] = {}
+        for m, net in enumerate(self.nets):
+            out.update(prefixed(f"member{m}", network_state(net)))
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {"spec": self.spec, "n_members": len(self.nets), "info": self.info}
+
+    @classmethod
+    def from_parts(
+        cls, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, Any]
+    ) -> ConvClassifierFold:
+        states = [unprefixed(f"member{m}", tensors) for m in range(int(metadata["n_members"]))]
+        return cls(states, metadata["spec"], metadata.get("info"))
+
+
+def fit_conv_classifier(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray | None = None,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    w_val: np.ndarray | None = None,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+) -> ConvClassifierFold:
+    """Train ``config.n_ensemble`` conv classifiers on jet-image rows ``x`` (labels 1 =
+    signal-like) with the torch settings of ``config`` (epochs, batch_size, lr, weight_decay,
+    patience, dropout, device, num_threads); BCE with the classes weighted to equal total weight
+    when ``balance_classes``. Same signature as :func:`fit_classifier` (weights unsupported)."""
+    import torch
+
+    from adhunt.models.classifiers import _member_seed, resolve_device
+    from adhunt.models.image_networks import IMAGE_SCORE_BATCH
+    from adhunt.models.outliers import fit_network, network_state, seeded, torch_threads
+
+    config = config or TrainConfig()
+    config = dataclasses.replace(
+        config, score_batch_size=min(config.score_batch_size, IMAGE_SCORE_BATCH)
+    )
+    if w is not None or w_val is not None:
+        raise ValueError("the conv classifier takes no event weights")
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    size = math.isqrt(x.shape[1])
+    if size * size != x.shape[1]:
+        raise ValueError(f"conv classifier inputs must be square images, got {x.shape[1]} pixels")
+    n_pos = float(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        raise ValueError("conv classifier needs both classes")
+    pos_weight = (len(y) - n_pos) / n_pos if config.balance_classes else 1.0
+    device = resolve_device(config.device)
+    spec = {
+        "image_size": size, "hidden": int(config.hidden[0]), "dropout": float(config.dropout),
+        "score_batch_size": int(config.score_batch_size),
+    }  # fmt: skip
+
+    def batch_loss(net: Any, xb: Any, yb: Any) -> Any:
+        logits = net(xb.reshape(-1, 1, size, size))
+        weight = torch.where(yb > 0.5, pos_weight, 1.0)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb, reduction="none")
+        return bce * weight
+
+    if x_val is not None and len(x_val) == 0:
+        x_val = y_val = None
+    xv = None if x_val is None else np.asarray(x_val, dtype=np.float32)
+    yv = None if y_val is None else np.asarray(y_val, dtype=np.float32)
+    states, histories = [], []
+    with torch_threads(config.num_threads):
+        for m in range(config.n_ensemble):
+            ms = _member_seed(seed, m)
+            with seeded(ms, device):
+                net = _conv_classifier(spec).to(device)
+                history = fit_network(
+                    net, batch_loss, x, y, xv, yv, config=config, seed=ms, device=device
+                )
+            states.append(network_state(net))
+            histories.append(
+                {"epochs": len(history["train_loss"]), "best_epoch": history["best_epoch"]}
+            )
+    return ConvClassifierFold(states, spec, {"history": histories}, device=config.device)

@@ -1,7 +1,7 @@
 """Coffea processor: events -> dijet features -> anomaly scores of trained models -> mjj histograms.
 
 Per chunk (:class:`InferenceProcessor`): the feature processor's own per-chunk code
-(:func:`adhunt.processors.features.compute_features`: same selection, same cutflow) builds the
+(:func:`adhunt.processors.features.compute_chunk`: same selection, same cutflow) builds the
 feature frame; every model scores it in one batched call (``model.score(frame, mode)``); the scores
 are turned into the tightest passed background-efficiency cut with thresholds fixed beforehand from
 a reference sample; and one :func:`adhunt.histograms.make_inference_histogram` is filled
@@ -60,7 +60,8 @@ from adhunt.histograms import (
 )
 from adhunt.inputs import DatasetWeights
 from adhunt.models.artifact import METADATA_FILE, ArtifactError
-from adhunt.processors.features import FeatureConfig, FeatureInputError, compute_features
+from adhunt.processors.features import FeatureConfig, FeatureInputError, compute_chunk
+from adhunt.tables import with_image_columns
 
 logger = logging.getLogger(__name__)
 
@@ -279,9 +280,12 @@ class InferenceProcessor(processor.ProcessorABC):
         chunk = (dataset, filename, start, stop)
         out = self.empty_output()
         try:
-            frame, cutflow, warnings = compute_features(
+            result = compute_chunk(
                 events, self.feature_config, dataset, where, self.weights.get(dataset)
             )
+            frame, cutflow, warnings = result.frame, result.cutflow, result.warnings
+            if result.images is not None:  # image models read them as pseudo-columns
+                frame = with_image_columns(frame, result.images)
         except Exception as err:
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
