@@ -82,8 +82,8 @@ def _nearest(dist, n_active, i, nn, nn_dist):
 @numba.njit(cache=True, nogil=True)
 def exclusive_kt_axes(px, py, pz, E, offsets, n_max, out):
     """Fill ``out[jet, n - 1, k, :]`` (px, py, pz, E) with the k-th of the n exclusive kT jets of
-    each jet, n = 1..n_max (rows k >= n, and n > constituents, are left as they are: NaN from
-    the caller). Returns the index of the first jet that needs fastjet, or -1 if none does.
+    each jet, n = 1..n_max (a jet of m < n constituents: its m constituents; rows k >= min(n, m)
+    are left as they are: NaN from the caller). Returns the index of the first jet that needs fastjet, or -1 if none does.
 
     Pairwise distances are kept in a matrix (each computed once); a merge computes the merged
     jet's row and rescans only the rows whose nearest neighbour took part in it.
@@ -111,9 +111,12 @@ def exclusive_kt_axes(px, py, pz, E, offsets, n_max, out):
         n_active = m
         while True:
             if n_active <= n_max:
-                for k in range(n_active):
-                    row = out[jet, n_active - 1, k]
-                    row[0], row[1], row[2], row[3] = jx[k], jy[k], jz[k], je[k]
+                # a jet of m <= n constituents: its n exclusive jets are its m constituents
+                top = n_max if n_active == m else n_active
+                for n in range(n_active, top + 1):
+                    for k in range(n_active):
+                        row = out[jet, n - 1, k]
+                        row[0], row[1], row[2], row[3] = jx[k], jy[k], jz[k], je[k]
             if n_active == 1:
                 break
             # the pair with the smallest min(kt2) * dR^2

@@ -54,13 +54,17 @@ def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def nsubjettiness(
-    constituents: ak.Array, r0: float, n_max: int = 3, beta: float = 1.0
+    constituents: ak.Array,
+    r0: float,
+    n_max: int = 3,
+    beta: float = 1.0,
+    axes_backend: str | None = None,
 ) -> np.ndarray:
     """tau_1..tau_n_max of every jet; ``constituents`` is jagged (jet, constituent) of px/py/pz/E.
 
     Returns a float64 array of shape (n_jets, n_max), column N-1 = tau_N.
     """
-    return nsubjettiness_betas(constituents, r0, n_max, (beta,))[:, 0, :]
+    return nsubjettiness_betas(constituents, r0, n_max, (beta,), axes_backend)[:, 0, :]
 
 
 def nsubjettiness_betas(
@@ -134,8 +138,8 @@ def kt_axes(constituents: ak.Array, n_max: int, backend: str | None = None) -> n
     """Exclusive kT axes (R = 1000, E-scheme) of every jet for n = 1..n_max.
 
     Returns float64 (n_jets, n_max, n_max, 4): ``[jet, n - 1, k]`` is the (px, py, pz, E) of
-    the k-th of the n exclusive jets; NaN rows where k >= n or the jet has fewer than n
-    constituents (then its exclusive "jets" are its constituents). The order of the n axes is
+    the k-th of the n exclusive jets; a jet of m < n constituents has its m constituents as
+    axes (as fastjet's ``exclusive_jets_up_to``); NaN rows where k >= min(n, m). The order of the n axes is
     not defined (tau_N takes a minimum over them).
     """
     backend = AXES_BACKEND if backend is None else backend
