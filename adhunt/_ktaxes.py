@@ -69,11 +69,12 @@ def _dist(rap, phi, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _nearest(dist, n_active, i, nn, nn_dist):
-    """Jet i's nearest neighbour among the n_active jets, from row i of the distance matrix."""
+def _nearest(dist, active, n_active, i, nn, nn_dist):
+    """Jet i's nearest neighbour among the active jets, from row i of the distance matrix."""
     best, best_j = R2, -1
     row = dist[i]
-    for j in range(n_active):
+    for idx in range(n_active):
+        j = active[idx]
         if j != i and row[j] < best:
             best, best_j = row[j], j
     nn[i], nn_dist[i] = best_j, best
@@ -83,10 +84,13 @@ def _nearest(dist, n_active, i, nn, nn_dist):
 def exclusive_kt_axes(px, py, pz, E, offsets, n_max, out):
     """Fill ``out[jet, n - 1, k, :]`` (px, py, pz, E) with the k-th of the n exclusive kT jets of
     each jet, n = 1..n_max (a jet of m < n constituents: its m constituents; rows k >= min(n, m)
-    are left as they are: NaN from the caller). Returns the index of the first jet that needs fastjet, or -1 if none does.
+    are left as they are: NaN from the caller). Returns the index of the first jet that needs
+    fastjet, or -1 if none does.
 
-    Pairwise distances are kept in a matrix (each computed once); a merge computes the merged
-    jet's row and rescans only the rows whose nearest neighbour took part in it.
+    Jets keep their slot; ``active`` lists the live slots. Pairwise distances are kept in a
+    matrix (each computed once). After a merge ONE pass over the live jets computes their
+    distance to the merged jet, updates nearest neighbours (a full rescan of a row only when its
+    neighbour left and the merged jet is farther) and finds the next pair to merge.
     """
     for jet in range(offsets.shape[0] - 1):
         lo, m = offsets[jet], offsets[jet + 1] - offsets[jet]
@@ -95,6 +99,7 @@ def exclusive_kt_axes(px, py, pz, E, offsets, n_max, out):
         jx, jy, jz, je = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
         rap, phi, kt2 = np.empty(m), np.empty(m), np.empty(m)
         nn, nn_dist = np.full(m, -1), np.full(m, R2)
+        active, where = np.arange(m), np.arange(m)
         dist = np.empty((m, m))
         for i in range(m):
             jx[i], jy[i], jz[i], je[i] = px[lo + i], py[lo + i], pz[lo + i], E[lo + i]
@@ -108,6 +113,13 @@ def exclusive_kt_axes(px, py, pz, E, offsets, n_max, out):
                     nn_dist[i], nn[i] = d, j
                 if d < nn_dist[j]:
                     nn_dist[j], nn[j] = d, i
+        # the pair with the smallest min(kt2) * dR^2
+        a, dij_min = -1, np.inf
+        for i in range(m):
+            if nn[i] >= 0:
+                dij = nn_dist[i] * min(kt2[i], kt2[nn[i]])
+                if dij < dij_min:
+                    dij_min, a = dij, i
         n_active = m
         while True:
             if n_active <= n_max:
@@ -115,59 +127,55 @@ def exclusive_kt_axes(px, py, pz, E, offsets, n_max, out):
                 top = n_max if n_active == m else n_active
                 for n in range(n_active, top + 1):
                     for k in range(n_active):
+                        i = active[k]
                         row = out[jet, n - 1, k]
-                        row[0], row[1], row[2], row[3] = jx[k], jy[k], jz[k], je[k]
+                        row[0], row[1], row[2], row[3] = jx[i], jy[i], jz[i], je[i]
             if n_active == 1:
                 break
-            # the pair with the smallest min(kt2) * dR^2
-            a, dij_min = -1, np.inf
-            for i in range(n_active):
-                if nn[i] < 0:
-                    return jet  # no neighbour closer than R: a beam merge; fastjet decides
-                k2 = kt2[i]
-                if kt2[nn[i]] < k2:
-                    k2 = kt2[nn[i]]
-                dij = nn_dist[i] * k2
-                if dij < dij_min:
-                    dij_min, a = dij, i
+            if a < 0:
+                return jet  # no neighbour closer than R: a beam merge; fastjet decides
             b = nn[a]
-            if a > b:
-                a, b = b, a
-            # merged jet in slot a, the last active jet moves into slot b
+            # merged jet in slot a; slot b leaves the active list
             jx[a], jy[a], jz[a], je[a] = jx[a] + jx[b], jy[a] + jy[b], jz[a] + jz[b], je[a] + je[b]
             rap[a], phi[a], kt2[a] = _rap_phi(jx[a], jy[a], jz[a], je[a])
-            last = n_active - 1
-            if b != last:
-                jx[b], jy[b], jz[b], je[b] = jx[last], jy[last], jz[last], je[last]
-                rap[b], phi[b], kt2[b] = rap[last], phi[last], kt2[last]
-                nn[b], nn_dist[b] = nn[last], nn_dist[last]
-                for k in range(last):
-                    dist[b, k] = dist[last, k]
-                    dist[k, b] = dist[last, k]
             n_active -= 1
-            for k in range(n_active):
-                if k != a:
-                    d = _dist(rap, phi, a, k)
-                    dist[a, k] = d
-                    dist[k, a] = d
-            for i in range(n_active):  # a neighbour that moved keeps being the same jet
-                if nn[i] == last:
-                    nn[i] = b
-            nn[a], nn_dist[a] = -1, R2
-            for i in range(n_active):
+            moved = active[n_active]
+            active[where[b]] = moved
+            where[moved] = where[b]
+            best, best_j = R2, -1
+            next_a, dij_min = -1, np.inf
+            for idx in range(n_active):
+                i = active[idx]
                 if i == a:
                     continue
-                d = dist[i, a]
+                d = _dist(rap, phi, a, i)
+                dist[a, i] = d
+                dist[i, a] = d
+                if d < best:
+                    best, best_j = d, i
                 if nn[i] == a or nn[i] == b:
-                    # its neighbour is gone or moved: the merged jet is the nearest if it is no
+                    # its neighbour changed or left: the merged jet is the nearest if it is no
                     # farther than the old nearest was (all others are at least that far)
                     if d <= nn_dist[i]:
                         nn_dist[i], nn[i] = d, a
                     else:
-                        _nearest(dist, n_active, i, nn, nn_dist)
+                        _nearest(dist, active, n_active, i, nn, nn_dist)
                 elif d < nn_dist[i]:
                     nn_dist[i], nn[i] = d, a
-            _nearest(dist, n_active, a, nn, nn_dist)
+                if nn[i] >= 0:
+                    dij = nn_dist[i] * min(kt2[i], kt2[nn[i]])
+                    if dij < dij_min:
+                        dij_min, next_a = dij, i
+                else:
+                    next_a, dij_min = -1, -np.inf  # forces the fastjet hand-over
+            nn[a], nn_dist[a] = best_j, best
+            if best_j >= 0 and dij_min != -np.inf:
+                dij = best * min(kt2[a], kt2[best_j])
+                if dij < dij_min:
+                    dij_min, next_a = dij, a
+            elif n_active > 1:
+                next_a = -1
+            a = next_a
     return -1
 
 

@@ -412,10 +412,9 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         parts, collection, _ = candidates(events, config.puppi)
         columns = {f: parts[f] for f in KINEMATIC_FIELDS}
 
-    finite = np.ones(n_events, dtype=bool)
+    finite = np.isfinite(weight)
     for values in columns.values():
-        finite &= ak.to_numpy(ak.all(np.isfinite(values), axis=1))
-    finite &= np.isfinite(weight)
+        finite &= _all_finite(values)
     n_bad = int((keep & ~finite).sum())
     if n_bad:
         # Reported by the driver: a worker's log is not where a user looks.
@@ -431,7 +430,8 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         )
     keep &= physical
     cutflow["physical_momenta"] = int(keep.sum())
-    columns = {f: v[keep] for f, v in columns.items()}
+    if not keep.all():  # (a mask of all True would copy every candidate for nothing)
+        columns = {f: v[keep] for f, v in columns.items()}
     if TRUTH_BRANCH in fields:
         truth = ak.to_numpy(events[TRUTH_BRANCH])[keep]
     else:
@@ -464,6 +464,19 @@ def _compute(events, config: FeatureConfig, dataset: str, where: str, weights: D
         extra=extra,
     )
     return ChunkFeatures(frame, cutflow, warnings, images)
+
+
+def _all_finite(values: ak.Array) -> np.ndarray:
+    """Per event: are all of its (event, object) ``values`` finite? On the flat buffer, with the
+    per-event reduction only when something is not finite (ak.all(np.isfinite) costs ~10% of
+    the whole default pass)."""
+    flat = ak.to_numpy(ak.flatten(values, axis=1))
+    bad = ~np.isfinite(flat)
+    counts = ak.to_numpy(ak.num(values, axis=1))
+    if not bad.any():
+        return np.ones(len(counts), dtype=bool)
+    event_of = np.repeat(np.arange(len(counts)), counts)
+    return np.bincount(event_of[bad], minlength=len(counts)) == 0
 
 
 def _event_ids(events, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
