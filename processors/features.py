@@ -529,9 +529,14 @@ def _mat(array):
     return ak.materialize(array) if hasattr(ak, "materialize") else array
 
 
-def _select(jets: ak.Array, cutflow: dict, config: FeatureConfig) -> np.ndarray:
-    """Trigger then >= 2 jets; fills the cutflow; returns the selected-event mask."""
-    if config.apply_trigger:
+def _select(jets: ak.Array, cutflow: dict, config: FeatureConfig, clustered=None) -> np.ndarray:
+    """Trigger then >= 2 jets; fills the cutflow; returns the selected-event mask.
+
+    ``clustered``: the ClusteredEvents behind ``jets``, whose numpy trigger gives the same mask.
+    """
+    if config.apply_trigger and clustered is not None:
+        trigger = clustered.passes_trigger(config.trigger)
+    elif config.apply_trigger:
         trigger = passes_trigger(jets, config.trigger)
     else:
         trigger = np.ones(len(jets), dtype=bool)
@@ -543,7 +548,7 @@ def _select(jets: ak.Array, cutflow: dict, config: FeatureConfig) -> np.ndarray:
 
 def _recluster(columns: dict, cutflow: dict, config: FeatureConfig):
     clustered = ClusteredEvents(to_fastjet_input(ak.zip(columns)), config.radius, "antikt")
-    sel = _select(clustered.jets, cutflow, config)
+    sel = _select(clustered.jets, cutflow, config, clustered)
     leading = clustered.leading(sel, 2)
     jet_a = {k: v[:, 0] for k, v in leading.jets.items()}
     jet_b = {k: v[:, 1] for k, v in leading.jets.items()}
