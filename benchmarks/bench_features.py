@@ -196,18 +196,32 @@ def profile_breakdown(fileset: dict, runner, output_dir: Path) -> dict[str, floa
     return ordered
 
 
-def peak_rss(fileset_path: Path, output_dir: Path, chunksize: int) -> tuple[float, float]:
-    """(peak RSS in MiB, wall s) of ``adhunt features`` (iterative executor) in a subprocess."""
+def peak_rss(fileset_path: Path, output_dir: Path, chunksize: int) -> tuple[float, float, float]:
+    """(peak RSS MiB, peak RSS MiB in the first half of the run, wall s) of ``adhunt features``
+    (iterative executor) in a subprocess: ru_maxrss from wait4, the half from psutil samples
+    (a leak shows as a larger peak in the second half)."""
+    import psutil
+
     adhunt = Path(sys.executable).with_name("adhunt")
     command = [str(adhunt), "features", str(fileset_path), "--output", str(output_dir)]
     command += ["--executor", "iterative", "--chunksize", str(chunksize)]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    samples = []
+    watched = psutil.Process(child.pid)
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        with contextlib.suppress(psutil.Error):
+            samples.append((time.perf_counter() - start, watched.memory_info().rss / 2**20))
+        time.sleep(0.5)
+    wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         raise RuntimeError(f"adhunt features failed: {child.stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start
+    first_half = max((rss for t, rss in samples if t < wall / 2), default=float("nan"))
+    return usage.ru_maxrss / 1024, first_half, wall
 
 
 def memory_table(files: list[str], chunks: list[int], scratch: Path) -> list[tuple]:
@@ -222,8 +236,8 @@ def memory_table(files: list[str], chunks: list[int], scratch: Path) -> list[tup
     for i, (names, chunk) in enumerate(runs):
         fileset = scratch / f"memory-{i}.json"
         fileset.write_text(json.dumps({"qcd": names}))
-        mib, wall = peak_rss(fileset, scratch / f"memory-{i}", chunk)
-        rows.append((len(names), events(names), chunk, mib, wall))
+        mib, first_half, wall = peak_rss(fileset, scratch / f"memory-{i}", chunk)
+        rows.append((len(names), events(names), chunk, mib, first_half, wall))
         print(f"  memory: {rows[-1]}", flush=True)
     return rows
 
@@ -361,9 +375,12 @@ def main() -> None:
         print(f"{'speed-up 2 workers / 1 worker':46s} {speedup:7.2f}   (target >= 1.8)")
     if memory:
         print("\npeak RSS of `adhunt features` (iterative executor, one subprocess each)")
-        print(f"  {'files':>5s} {'events':>8s} {'chunk':>8s} {'peak MiB':>9s} {'wall s':>7s}")
-        for n_files, n, chunk, mib, wall in memory:
-            print(f"  {n_files:5d} {n:8d} {chunk:8d} {mib:9.0f} {wall:7.0f}")
+        print(
+            f"  {'files':>5s} {'events':>8s} {'chunk':>8s} {'peak MiB':>9s} "
+            f"{'1st half':>9s} {'wall s':>7s}"
+        )
+        for n_files, n, chunk, mib, first_half, wall in memory:
+            print(f"  {n_files:5d} {n:8d} {chunk:8d} {mib:9.0f} {first_half:9.0f} {wall:7.0f}")
     print(f"load after: {os.getloadavg()}")
 
 
