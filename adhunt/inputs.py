@@ -205,9 +205,16 @@ def physical_events(pt: ak.Array, eta: ak.Array, mass: ak.Array) -> np.ndarray:
     pT > 0 makes the energy positive whatever the mass. Non-finite values fail too (the
     processor rejects, and counts, those first). See the module doc for what real files hold.
     """
-    momentum = abs(pt * np.cosh(eta))
-    ok = (pt > 0) & (mass >= -MASS_ROUNDING * momentum)
-    return np.asarray(ak.to_numpy(ak.all(ok, axis=1)), dtype=bool)
+    # on the flat buffers (the same element-wise operations; awkward's jagged version costs ~5%
+    # of the default feature pass), reduced per event only when some object fails
+    counts = ak.to_numpy(ak.num(pt, axis=1))
+    flat_pt, flat_eta, flat_mass = (ak.to_numpy(ak.flatten(a, axis=1)) for a in (pt, eta, mass))
+    momentum = abs(flat_pt * np.cosh(flat_eta))
+    bad = ~((flat_pt > 0) & (flat_mass >= -MASS_ROUNDING * momentum))
+    if not bad.any():
+        return np.ones(len(counts), dtype=bool)
+    event_of = np.repeat(np.arange(len(counts)), counts)
+    return np.bincount(event_of[bad], minlength=len(counts)) == 0
 
 
 # --- event weights ------------------------------------------------------------------------------

@@ -132,6 +132,23 @@ class ClusteredEvents:
             self._jet_counts,
         )
 
+    def passes_trigger(self, trigger: TriggerConfig = TriggerConfig()) -> np.ndarray:
+        """:func:`passes_trigger` of :attr:`jets` on the flat jet buffers: the same operations
+        as vector's pt and eta (sqrt(px**2 + py**2), arcsinh(pz / pt) with vector's nan/inf
+        handling), so the same mask bit for bit, without awkward record dispatch (~5% of the
+        default feature pass)."""
+        px, py, pz = self._raw["px"], self._raw["py"], self._raw["pz"]
+        pt = np.sqrt(px**2 + py**2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eta = np.nan_to_num(
+                np.arcsinh(pz / pt),
+                nan=np.nan_to_num((pz != 0) * np.inf, posinf=np.nan),
+                posinf=np.inf,
+                neginf=-np.inf,
+            )
+        ok = (pt > trigger.pt_min) & (np.abs(eta) < trigger.abs_eta_max)
+        return np.bincount(self._jet_event[ok], minlength=self.n_events) > 0
+
     def constituent_index(self) -> ak.Array:
         """Constituent indices (event, jet, constituent) of all jets, jets in :attr:`jets` order."""
         if self._sequence is None:

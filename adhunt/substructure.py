@@ -16,9 +16,13 @@ Definition (Thaler & Van Tilburg, as in fastjet-contrib's ``NormalizedMeasure`` 
 - Ratios (tau21 = tau2/tau1, tau32 = tau3/tau2) are 0 when the denominator is 0: a jet that can
   be described by fewer axes exactly carries no "N-prong" information; 0 keeps tables finite.
 
-All jets are reclustered in ONE fastjet cluster sequence (each jet one "event" of the awkward
-multi-event interface); ``exclusive_jets_up_to(N)`` for N = 1..n_max reads that one history.
-``exclusive_jets(n_jets=N)`` is NOT used: fastjet raises for any event with fewer than N particles.
+The axes come from :func:`kt_axes`: by default a compiled kT clustering (``adhunt._ktaxes``) that
+repeats fastjet's N2Plain clustering operation by operation (bit-identical axes, tested against
+fastjet), because fastjet's awkward interface costs ~0.4 of the whole anti-kT event clustering
+for this. With ``backend="fastjet"`` all jets are reclustered in ONE fastjet cluster sequence
+(each jet one "event" of the multi-event interface) and ``exclusive_jets_up_to(N)`` reads that
+history (``exclusive_jets(n_jets=N)`` raises for any jet with fewer than N particles). The
+distance sums run compiled over the flat constituent buffers, in numpy's order of operations.
 """
 
 from __future__ import annotations
@@ -50,23 +54,32 @@ def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def nsubjettiness(
-    constituents: ak.Array, r0: float, n_max: int = 3, beta: float = 1.0
+    constituents: ak.Array,
+    r0: float,
+    n_max: int = 3,
+    beta: float = 1.0,
+    axes_backend: str | None = None,
 ) -> np.ndarray:
     """tau_1..tau_n_max of every jet; ``constituents`` is jagged (jet, constituent) of px/py/pz/E.
 
     Returns a float64 array of shape (n_jets, n_max), column N-1 = tau_N.
     """
-    return nsubjettiness_betas(constituents, r0, n_max, (beta,))[:, 0, :]
+    return nsubjettiness_betas(constituents, r0, n_max, (beta,), axes_backend)[:, 0, :]
 
 
 def nsubjettiness_betas(
-    constituents: ak.Array, r0: float, n_max: int, betas: tuple[float, ...]
+    constituents: ak.Array,
+    r0: float,
+    n_max: int,
+    betas: tuple[float, ...],
+    axes_backend: str | None = None,
 ) -> np.ndarray:
     """tau_1..tau_n_max at several angular exponents, from ONE kT reclustering of the jets.
 
     Returns float64 (n_jets, len(betas), n_max): the axes and distances do not depend on beta,
     so the extended feature set (three betas) pays for the clustering once. Each beta's values
-    are computed exactly as :func:`nsubjettiness` computes them alone.
+    are computed exactly as :func:`nsubjettiness` computes them alone. ``axes_backend``: see
+    :data:`AXES_BACKEND` (both give bit-identical taus).
     """
     betas = tuple(float(b) for b in betas)
     if not betas or not all(b > 0 for b in betas):
@@ -88,23 +101,23 @@ def nsubjettiness_betas(
     jet_of = np.repeat(np.arange(n_jets), counts)
     pt_sum = np.bincount(jet_of, weights=pt, minlength=n_jets)
 
-    sequence = fastjet.ClusterSequence(
-        constituents, fastjet.JetDefinition(fastjet.kt_algorithm, KT_AXES_RADIUS)
-    )
+    axes = kt_axes(constituents, n_max, backend=axes_backend)
+    # (rapidity, phi) of each n's axes from a contiguous (jet, n) array, as always computed
+    axis_rap = np.full((n_jets, n_max, n_max), np.inf)
+    axis_phi = np.zeros((n_jets, n_max, n_max))
     for n in range(1, n_max + 1):
-        with warnings.catch_warnings():
-            # fastjet warns about exclusive jets for every JetDefinition object, even kT.
-            warnings.simplefilter("ignore", UserWarning)
-            axes = sequence.exclusive_jets_up_to(n)
-        axis_rap, axis_phi = _padded_axes(axes, n)
+        rap_n, phi_n = rapidity_phi(
+            *(np.ascontiguousarray(axes[:, n - 1, :n, c]) for c in range(4))
+        )
         # a missing axis (jet with < n constituents) is infinitely far away
-        missing = np.isnan(axis_rap)
-        axis_rap[missing], axis_phi[missing] = np.inf, 0.0
-        min_dr2 = np.full(len(pt), np.inf)
-        for k in range(n):  # running minimum over axes: 1-d temporaries only
-            dphi = np.abs(phi - axis_phi[jet_of, k])
-            dr2 = (rap - axis_rap[jet_of, k]) ** 2 + np.minimum(dphi, 2 * np.pi - dphi) ** 2
-            np.minimum(min_dr2, dr2, out=min_dr2)
+        missing = np.isnan(rap_n)
+        rap_n[missing], phi_n[missing] = np.inf, 0.0
+        axis_rap[:, n - 1, :n], axis_phi[:, n - 1, :n] = rap_n, phi_n
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    min_dr2_all = np.empty((n_max, len(pt)))
+    _compiled().min_axis_dr2(rap, phi, offsets, axis_rap, axis_phi, n_max, min_dr2_all)
+    for n in range(1, n_max + 1):
+        min_dr2 = min_dr2_all[n - 1]
         for b, beta in enumerate(betas):
             weight = np.sqrt(min_dr2) if beta == 1.0 else min_dr2 ** (beta / 2)
             numerator = np.bincount(jet_of, weights=pt * weight, minlength=n_jets)
@@ -114,8 +127,61 @@ def nsubjettiness_betas(
     return taus
 
 
-def _padded_axes(axes: ak.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Axes (jet, <= n) as regular (jet, n) rapidity/phi arrays, NaN where a jet has fewer.
+#: Who computes the exclusive-kT axes: "compiled" (adhunt._ktaxes, bit-identical to fastjet's
+#: N2Plain clustering, ~10x cheaper) or "fastjet" (its multi-event ClusterSequence; also the
+#: fallback of "compiled" for jets it cannot handle). Benchmarks switch it to compare.
+AXES_BACKEND = "compiled"
+AXES_BACKENDS = ("compiled", "fastjet")
+
+
+def kt_axes(constituents: ak.Array, n_max: int, backend: str | None = None) -> np.ndarray:
+    """Exclusive kT axes (R = 1000, E-scheme) of every jet for n = 1..n_max.
+
+    Returns float64 (n_jets, n_max, n_max, 4): ``[jet, n - 1, k]`` is the (px, py, pz, E) of
+    the k-th of the n exclusive jets; a jet of m < n constituents has its m constituents as
+    axes (as fastjet's ``exclusive_jets_up_to``); NaN rows where k >= min(n, m). The order of the n axes is
+    not defined (tau_N takes a minimum over them).
+    """
+    backend = AXES_BACKEND if backend is None else backend
+    if backend not in AXES_BACKENDS:
+        raise ValueError(f"axes backend must be one of {AXES_BACKENDS}, got {backend!r}")
+    constituents = ak.to_packed(constituents)
+    n_jets = len(constituents)
+    out = np.full((n_jets, n_max, n_max, 4), np.nan)
+    if n_jets == 0:
+        return out
+    if backend == "compiled":
+        counts = ak.to_numpy(ak.num(constituents, axis=1)).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        flat = ak.flatten(constituents, axis=1)
+        px, py, pz, E = (
+            np.ascontiguousarray(ak.to_numpy(flat[f]), dtype=np.float64)
+            for f in ("px", "py", "pz", "E")
+        )
+        if _compiled().exclusive_kt_axes(px, py, pz, E, offsets, n_max, out) < 0:
+            return out
+        out[:] = np.nan  # a jet the kernel cannot decide (a beam merge): fastjet for all
+    sequence = fastjet.ClusterSequence(
+        constituents, fastjet.JetDefinition(fastjet.kt_algorithm, KT_AXES_RADIUS)
+    )
+    for n in range(1, n_max + 1):
+        with warnings.catch_warnings():
+            # fastjet warns about exclusive jets for every JetDefinition object, even kT.
+            warnings.simplefilter("ignore", UserWarning)
+            axes = sequence.exclusive_jets_up_to(n)
+        out[:, n - 1, :n, :] = _padded_axes(axes, n)
+    return out
+
+
+def _compiled():
+    """``adhunt._ktaxes`` (numba, cached on disk), imported on first use."""
+    from adhunt import _ktaxes
+
+    return _ktaxes
+
+
+def _padded_axes(axes: ak.Array, n: int) -> np.ndarray:
+    """Axes (jet, <= n) as a regular (jet, n, 4) px/py/pz/E array, NaN where a jet has fewer.
 
     Plain numpy on the flat buffers: ``ak.pad_none``/``ak.fill_none`` cost more than the sums.
     """
@@ -124,12 +190,10 @@ def _padded_axes(axes: ak.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
     starts = np.cumsum(counts) - counts
     row = np.repeat(np.arange(len(counts)), counts)
     col = np.arange(len(row)) - np.repeat(starts, counts)
-    comps = []
-    for f in ("px", "py", "pz", "E"):
-        padded = np.full((len(counts), n), np.nan)
-        padded[row, col] = ak.to_numpy(flat[f])
-        comps.append(padded)
-    return rapidity_phi(*comps)
+    padded = np.full((len(counts), n, 4), np.nan)
+    for c, f in enumerate(("px", "py", "pz", "E")):
+        padded[row, col, c] = ak.to_numpy(flat[f])
+    return padded
 
 
 #: Soft-drop defaults (CMS-style mMD): z_cut 0.1, beta 0 (then R0 plays no role).

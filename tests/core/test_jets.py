@@ -140,6 +140,23 @@ def test_trigger_threshold_and_eta():
     ]
 
 
+def test_clustered_trigger_equals_vector_trigger(particles):
+    """ClusteredEvents.passes_trigger (numpy on the flat jets) gives passes_trigger's mask, at
+    thresholds placed ON jet pTs and etas of these events (where rounding would show)."""
+    clustered = ClusteredEvents(to_fastjet_input(particles), 1.0)
+    pts = np.sort(ak.to_numpy(ak.flatten(clustered.jets.pt)))
+    etas = np.sort(np.abs(ak.to_numpy(ak.flatten(clustered.jets.eta))))
+    assert len(pts) > 10
+    masks = set()
+    for pt_min in (0.0, *pts[::3], *np.nextafter(pts[::3], 0)):
+        for eta_max in (10.0, etas[len(etas) // 2], np.nextafter(etas[len(etas) // 2], 0)):
+            trigger = TriggerConfig(pt_min=float(pt_min), abs_eta_max=float(eta_max))
+            expected = passes_trigger(clustered.jets, trigger)
+            np.testing.assert_array_equal(clustered.passes_trigger(trigger), expected)
+            masks.add(tuple(expected))
+    assert len(masks) > 5  # the thresholds really select different events
+
+
 def test_unknown_algorithm():
     with pytest.raises(ValueError, match="unknown jet algorithm"):
         cluster(ak.Array([[{"pt": 1.0, "eta": 0.0, "phi": 0.0, "mass": 0.0}]]), algorithm="siscone")

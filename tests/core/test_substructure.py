@@ -8,7 +8,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from adhunt.substructure import nsubjettiness, safe_ratio
+from adhunt.substructure import AXES_BACKENDS, kt_axes, nsubjettiness, safe_ratio
 
 # --- independent reference: plain Python, no numpy vectorisation, no fastjet ---------------------
 
@@ -90,9 +90,10 @@ def jets():
     return [_random_jet(rng, n, 1 + i % 3) for i, n in enumerate(sizes)]
 
 
+@pytest.mark.parametrize("backend", AXES_BACKENDS)
 @pytest.mark.parametrize("r0", [1.0, 0.8])
-def test_tau_matches_brute_force(jets, r0):
-    taus = nsubjettiness(_as_awkward(jets), r0=r0, n_max=3)
+def test_tau_matches_brute_force(jets, r0, backend):
+    taus = nsubjettiness(_as_awkward(jets), r0=r0, n_max=3, axes_backend=backend)
     expected = np.array([[brute_force_tau(j, n, r0) for n in (1, 2, 3)] for j in jets])
     np.testing.assert_allclose(taus, expected, rtol=1e-9, atol=1e-12)
     # Non-trivial: the multi-particle jets have positive, decreasing taus.
@@ -103,8 +104,9 @@ def test_tau_matches_brute_force(jets, r0):
     )
 
 
-def test_tau_beta_two_matches_brute_force(jets):
-    taus = nsubjettiness(_as_awkward(jets), r0=1.0, n_max=2, beta=2.0)
+@pytest.mark.parametrize("backend", AXES_BACKENDS)
+def test_tau_beta_two_matches_brute_force(jets, backend):
+    taus = nsubjettiness(_as_awkward(jets), r0=1.0, n_max=2, beta=2.0, axes_backend=backend)
     expected = np.array([[brute_force_tau(j, n, 1.0, beta=2.0) for n in (1, 2)] for j in jets])
     np.testing.assert_allclose(taus, expected, rtol=1e-9, atol=1e-12)
 
@@ -159,6 +161,91 @@ def test_sliced_input_equals_packed(jets):
     )
 
 
+# --- the compiled exclusive-kT axes: bit-identical to fastjet's clustering --------------------------
+
+
+def _as_sets(axes):
+    """(jet, n, k, 4) axes with each (jet, n)'s axes sorted (their order is not defined)."""
+    key = np.where(np.isnan(axes[..., 0]), np.inf, axes[..., 0])
+    return np.take_along_axis(axes, np.argsort(key, axis=2)[..., None], axis=2)
+
+
+def _assert_bit_identical(a, b):
+    assert a.shape == b.shape
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    assert same.all(), f"{(~same.all(axis=(1, 2, 3))).sum()} jet(s) differ"
+
+
+def test_compiled_axes_bit_identical_to_fastjet_on_generated_jets(generated_qcd):
+    """The two leading anti-kT jets of generated QCD events (~70 constituents each): the compiled
+    kT clustering's exclusive jets equal fastjet's to the bit, and so do all taus."""
+    import uproot
+
+    from adhunt.jets import ClusteredEvents, to_fastjet_input
+    from adhunt.substructure import nsubjettiness_betas
+
+    path = sorted(generated_qcd.glob("*.root"))[0]
+    with uproot.open(path) as handle:
+        arrays = handle["Events"].arrays([f"PFCands_{f}" for f in ("pt", "eta", "phi", "mass")])
+    particles = ak.zip({f: arrays[f"PFCands_{f}"] for f in ("pt", "eta", "phi", "mass")})
+    clustered = ClusteredEvents(to_fastjet_input(particles), 1.0)
+    constituents = clustered.leading(np.asarray(clustered.n_jets >= 2), 2).constituents
+    assert len(constituents) > 1000 and ak.mean(ak.num(constituents, axis=1)) > 20
+    compiled = kt_axes(constituents, 5, backend="compiled")
+    full = ak.to_numpy(ak.num(constituents, axis=1)) >= 5  # jets with all five axes
+    assert full.mean() > 0.9 and np.isfinite(compiled[full, 4, :5]).all()
+    _assert_bit_identical(_as_sets(compiled), _as_sets(kt_axes(constituents, 5, "fastjet")))
+    betas = (0.5, 1.0, 2.0)
+    np.testing.assert_array_equal(
+        nsubjettiness_betas(constituents, 1.0, 5, betas, axes_backend="compiled"),
+        nsubjettiness_betas(constituents, 1.0, 5, betas, axes_backend="fastjet"),
+    )
+
+
+def test_compiled_axes_bit_identical_on_random_and_degenerate_jets():
+    """Large random jets, tiny jets, an empty jet, and a jet with a pT = 0 particle along the beam
+    (the compiled kernel hands such input to fastjet): equal to fastjet's axes to the bit."""
+    rng = np.random.default_rng(11)
+    jets = [_random_jet(rng, n, 1 + n % 3) for n in (1, 2, 3, 4, 150, 260, 90)] + [[]]
+    array = _as_awkward(jets)
+    _assert_bit_identical(
+        _as_sets(kt_axes(array, 3, "compiled")), _as_sets(kt_axes(array, 3, "fastjet"))
+    )
+    assert np.isnan(kt_axes(array, 3, "compiled")[-1]).all()  # the empty jet has no axes
+    beam = [*_random_jet(rng, 30, 2), (0.0, 0.0, 250.0, 250.0)]
+    array = _as_awkward([*jets[:5], beam])
+    _assert_bit_identical(
+        _as_sets(kt_axes(array, 3, "compiled")), _as_sets(kt_axes(array, 3, "fastjet"))
+    )
+    with pytest.raises(ValueError, match="backend"):
+        kt_axes(array, 3, "pure-python")
+
+
+def test_compiled_distances_equal_numpy_expression():
+    """min over axes of dR^2 (the tau_N distance sums' input), compiled, against the numpy
+    expression it replaces: equal to the bit, including missing (infinitely far) axes."""
+    from adhunt._ktaxes import min_axis_dr2
+
+    rng = np.random.default_rng(5)
+    counts = np.array([0, 1, 7, 40, 3])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    rap, phi = rng.normal(0, 1.5, counts.sum()), rng.uniform(0, 2 * np.pi, counts.sum())
+    n_max = 3
+    axis_rap = rng.normal(0, 1.5, (len(counts), n_max, n_max))
+    axis_phi = rng.uniform(0, 2 * np.pi, (len(counts), n_max, n_max))
+    axis_rap[1, :, 1:], axis_phi[1, :, 1:] = np.inf, 0.0  # one constituent: one axis only
+    out = np.empty((n_max, counts.sum()))
+    min_axis_dr2(rap, phi, offsets, axis_rap, axis_phi, n_max, out)
+    jet_of = np.repeat(np.arange(len(counts)), counts)
+    for n in range(1, n_max + 1):
+        expected = np.full(counts.sum(), np.inf)
+        for k in range(n):
+            dphi = np.abs(phi - axis_phi[jet_of, n - 1, k])
+            dr2 = (rap - axis_rap[jet_of, n - 1, k]) ** 2 + np.minimum(dphi, 2 * np.pi - dphi) ** 2
+            np.minimum(expected, dr2, out=expected)
+        assert expected.tobytes() == out[n - 1].tobytes()
+
+
 def test_safe_ratio_and_bad_arguments():
     np.testing.assert_array_equal(safe_ratio([1.0, 2.0, 0.0], [2.0, 0.0, 0.0]), [0.5, 0.0, 0.0])
     assert nsubjettiness(_as_awkward([]), 1.0).shape == (0, 3)
@@ -171,11 +258,14 @@ def test_safe_ratio_and_bad_arguments():
 # --- the extended set: several betas from one clustering, soft-drop mass, D2 -----------------------
 
 
-def test_tau_up_to_five_at_three_betas_match_brute_force(jets):
+@pytest.mark.parametrize("backend", AXES_BACKENDS)
+def test_tau_up_to_five_at_three_betas_match_brute_force(jets, backend):
     from adhunt.substructure import nsubjettiness_betas
 
     betas = (0.5, 1.0, 2.0)
-    taus = nsubjettiness_betas(_as_awkward(jets), r0=1.0, n_max=5, betas=betas)
+    taus = nsubjettiness_betas(
+        _as_awkward(jets), r0=1.0, n_max=5, betas=betas, axes_backend=backend
+    )
     assert taus.shape == (len(jets), 3, 5)
     for b, beta in enumerate(betas):
         expected = np.array([[brute_force_tau(j, n, 1.0, beta) for n in range(1, 6)] for j in jets])
