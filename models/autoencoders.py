@@ -40,15 +40,15 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from adhunt.models.base import FoldModel, prefixed, unprefixed
+from adhunt.models.base import FoldModel, unprefixed
 from adhunt.models.classifiers import _member_seed, resolve_device
 from adhunt.models.outliers import (
     EVENT_RULES,
     INPUT_KINDS,
     JET_MODES,
     OutlierModel,
+    PerJetNetworks,
     check_choice,
-    combine_jets,
     cut_columns,
     fit_network,
     load_state,
@@ -266,7 +266,7 @@ def _loss_of(losses: Mapping[str, Any], which: str, beta: float) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-class AutoencoderFold(FoldModel):
+class AutoencoderFold(PerJetNetworks, FoldModel):
     """Networks of one fold: per-jet (or per-event) losses, combined into an event score.
 
     ``nets[g][m]``: member ``m`` of network group ``g`` (one group for ``shared``/``event``, two
@@ -274,6 +274,7 @@ class AutoencoderFold(FoldModel):
     """
 
     kind = "autoencoder"
+    what = "autoencoder"
 
     def __init__(
         self,
@@ -320,7 +321,7 @@ class AutoencoderFold(FoldModel):
     def images(self) -> bool:
         return self.spec.get("inputs", "features") == "images"
 
-    def _array(self, x: np.ndarray) -> np.ndarray:
+    def as_inputs(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float32 if self.images else np.float64)
 
     def losses(self, x: np.ndarray, group: int, which: str | None = None) -> np.ndarray:
@@ -343,38 +344,11 @@ class AutoencoderFold(FoldModel):
                     out[start : start + len(xb)] += loss.double().cpu().numpy()
         return out / len(self.nets[group])
 
-    def jet_scores(self, x: np.ndarray, which: str | None = None) -> np.ndarray:
-        x = self._array(x)
-        if self.spec["jets"] == "event":
-            raise ValueError("an autoencoder with jets='event' has no per-jet scores")
-        if x.ndim != 2 or x.shape[1] != 2 * self.n_inputs:
-            raise ValueError(f"expected (events, {2 * self.n_inputs}) inputs, got {x.shape}")
-        x1, x2 = x[:, : self.n_inputs], x[:, self.n_inputs :]
-        g2 = 1 if self.spec["jets"] == "separate" else 0
-        return np.stack([self.losses(x1, 0, which), self.losses(x2, g2, which)], axis=1)
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        if self.spec["jets"] == "event":
-            x = np.asarray(x, dtype=np.float64)
-            if x.ndim != 2 or x.shape[1] != self.n_inputs:
-                raise ValueError(f"expected (events, {self.n_inputs}) inputs, got {x.shape}")
-            return self.losses(x, 0)
-        return combine_jets(self.jet_scores(x), self.spec["rule"])
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for g, nets in enumerate(self.nets):
-            for m, net in enumerate(nets):
-                out.update(prefixed(f"group{g}/member{m}", network_state(net)))
-        return out
+    def per_sample(self, x: np.ndarray, group: int, which: str | None = None) -> np.ndarray:
+        return self.losses(x, group, which)
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "n_members": [len(n) for n in self.nets],
-            "preprocessing": [s.to_dict() for s in self.scalers],
-            "info": self.info,
-        }
+        return {**self.network_metadata(), "info": self.info}
 
     @classmethod
     def from_parts(

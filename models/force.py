@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adhunt.models.base import FoldModel, prefixed, unprefixed
+from adhunt.models.base import FoldModel, unprefixed
 from adhunt.models.classifiers import _build_mlp, _member_seed, resolve_device
 from adhunt.models.outliers import (
     EVENT_RULES,
     JET_MODES,
     OutlierModel,
+    PerJetNetworks,
     check_choice,
-    combine_jets,
     cut_columns,
     fit_network,
     load_state,
@@ -91,10 +91,11 @@ class ForceConfig:
         cut_columns(self.control_region)
 
 
-class ForceFold(FoldModel):
+class ForceFold(PerJetNetworks, FoldModel):
     """Regressor ensembles of one fold; score = mean prediction (target units), jets combined."""
 
     kind = "force"
+    what = "FORCE model"
 
     def __init__(
         self,
@@ -131,7 +132,7 @@ class ForceFold(FoldModel):
     def n_inputs(self) -> int:
         return int(self.spec["n_inputs"])
 
-    def predict(self, x: np.ndarray, group: int) -> np.ndarray:
+    def per_sample(self, x: np.ndarray, group: int) -> np.ndarray:
         """Mean prediction of the group's members, in target units (e.g. GeV)."""
         import torch
 
@@ -146,36 +147,9 @@ class ForceFold(FoldModel):
         mean, std = self.target_scale
         return mean + std * out / len(self.nets[group])
 
-    def jet_scores(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if self.spec["jets"] == "event":
-            raise ValueError("a FORCE model with jets='event' has no per-jet scores")
-        f = self.n_inputs
-        if x.ndim != 2 or x.shape[1] != 2 * f:
-            raise ValueError(f"expected (events, {2 * f}) inputs, got {x.shape}")
-        g2 = 1 if self.spec["jets"] == "separate" else 0
-        return np.stack([self.predict(x[:, :f], 0), self.predict(x[:, f:], g2)], axis=1)
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        if self.spec["jets"] == "event":
-            x = np.asarray(x, dtype=np.float64)
-            if x.ndim != 2 or x.shape[1] != self.n_inputs:
-                raise ValueError(f"expected (events, {self.n_inputs}) inputs, got {x.shape}")
-            return self.predict(x, 0)
-        return combine_jets(self.jet_scores(x), self.spec["rule"])
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for g, nets in enumerate(self.nets):
-            for m, net in enumerate(nets):
-                out.update(prefixed(f"group{g}/member{m}", network_state(net)))
-        return out
-
     def metadata(self) -> dict[str, Any]:
         return {
-            "spec": self.spec,
-            "n_members": [len(n) for n in self.nets],
-            "preprocessing": [s.to_dict() for s in self.scalers],
+            **self.network_metadata(),
             "target_scale": list(self.target_scale),
             "info": self.info,
         }

@@ -600,6 +600,70 @@ def fit_network(
     return history
 
 
+class PerJetNetworks:
+    """What the ae/vae and force fold models share: ``nets[group][member]`` (group 1 only with
+    ``jets='separate'``) applied to each jet, or to the whole event with ``jets='event'``, and
+    combined by the event rule; saved as ``group{g}/member{m}`` tensors.
+
+    Subclasses set ``spec``, ``nets``, ``scalers``, ``info`` and implement :meth:`per_sample`
+    (mean over a group's members of the per-sample output: a loss, a regressed value).
+    """
+
+    spec: dict[str, Any]
+    nets: list[list[Any]]
+    scalers: list[Any]
+    info: Any
+    what: ClassVar[str] = "model"
+
+    @property
+    def n_inputs(self) -> int:
+        raise NotImplementedError
+
+    def per_sample(self, x: np.ndarray, group: int, *options: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def as_inputs(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if self.spec["jets"] == "event":
+            x = np.asarray(x, dtype=np.float64)
+            if x.ndim != 2 or x.shape[1] != self.n_inputs:
+                raise ValueError(f"expected (events, {self.n_inputs}) inputs, got {x.shape}")
+            return self.per_sample(x, 0)
+        return combine_jets(self.jet_scores(x), self.spec["rule"])
+
+    def jet_scores(self, x: np.ndarray, *options: Any) -> np.ndarray:
+        """``(events, 2)`` per-jet outputs of the inputs ``[jet-1 columns | jet-2 columns]``;
+        ``options`` go to :meth:`per_sample` (the autoencoders' loss term)."""
+        x = self.as_inputs(x)
+        if self.spec["jets"] == "event":
+            raise ValueError(f"a {self.what} with jets='event' has no per-jet scores")
+        f = self.n_inputs
+        if x.ndim != 2 or x.shape[1] != 2 * f:
+            raise ValueError(f"expected (events, {2 * f}) inputs, got {x.shape}")
+        g2 = 1 if self.spec["jets"] == "separate" else 0
+        jet1, jet2 = self.per_sample(x[:, :f], 0, *options), self.per_sample(x[:, f:], g2, *options)
+        return np.stack([jet1, jet2], axis=1)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        from adhunt.models.base import prefixed
+
+        out: dict[str, np.ndarray] = {}
+        for g, nets in enumerate(self.nets):
+            for m, net in enumerate(nets):
+                out.update(prefixed(f"group{g}/member{m}", network_state(net)))
+        return out
+
+    def network_metadata(self) -> dict[str, Any]:
+        """The metadata keys every such fold model writes (subclasses add theirs, then info)."""
+        return {
+            "spec": self.spec,
+            "n_members": [len(n) for n in self.nets],
+            "preprocessing": [s.to_dict() for s in self.scalers],
+        }
+
+
 def network_state(net: Any) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
 
