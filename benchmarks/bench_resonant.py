@@ -17,6 +17,10 @@ The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD 
    ``--methods`` takes any method of the registry (``adhunt.models.registry``), so methods added
    later (ae, vae, tnt, force) join with ``--methods ...,ae,vae``; ``--combine cwola+ae`` adds
    the rank-averaged combination of two trained methods (``adhunt.models.combine``);
+   ``NAME-img`` (``ae-img``, ``vae-img``, ``tnt-img``) is method NAME on the two jet images
+   (``inputs: images``, convolutional networks) instead of feature columns: it needs ``--images N``
+   (N x N images computed in step 2, cached in their own ``--features-dir``) and takes
+   ``--image-epochs`` as its networks' epoch cap;
 5b. the same table (max SIC and AUC) for ``--scan-methods`` at every ``--injection-scan`` size
    (default 300, 1000, 3000), and ``sic_vs_injection.png``: max SIC versus injected signal;
 5c. sculpting (``--sculpt-method``, default cwola; the literature's case is an autoencoder): the
@@ -34,6 +38,8 @@ The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD 
         --scan-methods cwola,iad --injection-scan 300,1000,3000 --qcd-limit 100000 --no-speed
     python benchmarks/bench_resonant.py --methods iad,cathode --injection-scan '' --no-speed
     python benchmarks/bench_resonant.py --generate --qcd-events 100000 --signal-events 10000
+    python benchmarks/bench_resonant.py --images 16 --features-dir bench-output/features16 \
+        --methods cwola,ae,ae-img,vae-img --image-epochs 2 --no-speed --sculpt-method ''
 
 ``--threads`` sets torch's and OpenMP's thread counts (default 2, one per core). When other jobs
 already keep the cores busy use 1: spinning OpenMP threads then make 2-thread training ~5-10x
