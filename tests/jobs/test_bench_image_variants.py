@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import bench_resonant as bench  # noqa: E402
+import bench_resonant as bench
 
 
 def test_variant_names():
