@@ -17,6 +17,10 @@ The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD 
    ``--methods`` takes any method of the registry (``adhunt.models.registry``), so methods added
    later (ae, vae, tnt, force) join with ``--methods ...,ae,vae``; ``--combine cwola+ae`` adds
    the rank-averaged combination of two trained methods (``adhunt.models.combine``);
+   ``NAME-img`` (``ae-img``, ``vae-img``, ``tnt-img``) is method NAME on the two jet images
+   (``inputs: images``, convolutional networks) instead of feature columns: it needs ``--images N``
+   (N x N images computed in step 2, cached in their own ``--features-dir``) and takes
+   ``--image-epochs`` as its networks' epoch cap;
 5b. the same table (max SIC and AUC) for ``--scan-methods`` at every ``--injection-scan`` size
    (default 300, 1000, 3000), and ``sic_vs_injection.png``: max SIC versus injected signal;
 5c. sculpting (``--sculpt-method``, default cwola; the literature's case is an autoencoder): the
@@ -34,6 +38,8 @@ The recipe of the LHC Olympics R&D comparisons, on our own Pythia 8 sample (QCD 
         --scan-methods cwola,iad --injection-scan 300,1000,3000 --qcd-limit 100000 --no-speed
     python benchmarks/bench_resonant.py --methods iad,cathode --injection-scan '' --no-speed
     python benchmarks/bench_resonant.py --generate --qcd-events 100000 --signal-events 10000
+    python benchmarks/bench_resonant.py --images 16 --features-dir bench-output/features16 \
+        --methods cwola,ae,ae-img,vae-img --image-epochs 2 --no-speed --sculpt-method ''
 
 ``--threads`` sets torch's and OpenMP's thread counts (default 2, one per core). When other jobs
 already keep the cores busy use 1: spinning OpenMP threads then make 2-thread training ~5-10x
@@ -70,6 +76,8 @@ ALL_METHODS = ("supervised", "iad", "cathode", "ranode", "cwola", "anode")
 DEFAULT_SAMPLES = {"qcd": (500_000, 3001), "wprime": (25_000, 3002)}
 #: Epochs the reference CATHODE flow needs on ~550k sideband events (measured, /work/shared/PHYSICS.md).
 REFERENCE_EPOCHS = 27
+#: Suffix of a method's jet-image variant (``ae-img``: ``ae`` with ``inputs: images``).
+IMAGE_SUFFIX = "-img"
 SPLIT_SALT = 0xBE7C  # event-hash salt of the data/reference/test split (kfold uses 0, validation 1)
 
 
@@ -108,14 +116,19 @@ def _file_key(name: str) -> str:
 
 
 def ensure_features(
-    fileset: Path, features_dir: Path, workers: int, chunksize: int
+    fileset: Path, features_dir: Path, workers: int, chunksize: int, images: int | None = None
 ) -> dict[str, list[Path]]:
     """Feature tables of every file of ``fileset``, one cached directory per input file.
 
     Per file so that an interrupted run, or a sample still being generated, only redoes the
-    files that changed. Returns ``{dataset: [feature dir, ...]}`` in fileset order.
+    files that changed. Returns ``{dataset: [feature dir, ...]}`` in fileset order. ``images``:
+    also write ``images`` x ``images`` jet images (``adhunt features --images``); the cache key
+    records the size, so a cache without images (or of another size) is redone, not reused.
     """
     from adhunt.jobs.features import load_fileset, run_features
+    from adhunt.processors.features import FeatureConfig
+
+    config = FeatureConfig(images=True, image_size=images) if images else None
 
     out: dict[str, list[Path]] = {}
     for dataset, names in load_fileset(fileset).items():
@@ -123,14 +136,19 @@ def ensure_features(
         for name in names:
             target = features_dir / Path(name).name.removesuffix(".root")
             marker = target / "done.json"
-            key = _file_key(name)
+            key = _file_key(name) + (f"-images{images}" if images else "")
             out[dataset].append(target)
             if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
                 log.info("features of %s: cached in %s", Path(name).name, target)
                 continue
             t0 = time.perf_counter()
             result = run_features(
-                {dataset: [name]}, target, executor="futures", workers=workers, chunksize=chunksize
+                {dataset: [name]},
+                target,
+                config,
+                executor="futures",
+                workers=workers,
+                chunksize=chunksize,
             )
             if result.skipped:
                 raise RuntimeError(f"feature extraction skipped inputs of {name}: {result.skipped}")
@@ -143,11 +161,18 @@ def ensure_features(
     return out
 
 
-def read_clean(dirs: Sequence[Path], dataset: str, columns: Sequence[str]) -> pd.DataFrame:
-    """Feature rows of ``dataset`` from its per-file directories; events with non-finite inputs dropped."""
-    from adhunt.tables import read_features
+def read_clean(
+    dirs: Sequence[Path], dataset: str, columns: Sequence[str], images: bool = False
+) -> pd.DataFrame:
+    """Feature rows of ``dataset`` from its per-file directories; events with non-finite inputs
+    dropped. ``images``: with the jet-image pseudo-columns (``image_j1``, ``image_j2``)."""
+    from adhunt.tables import read_features, read_images, with_image_columns
 
-    frame = pd.concat([read_features(d, [dataset]) for d in dirs], ignore_index=True)
+    def one(d: Path) -> pd.DataFrame:
+        frame = read_features(d, [dataset])
+        return with_image_columns(frame, read_images(d, [dataset])) if images else frame
+
+    frame = pd.concat([one(d) for d in dirs], ignore_index=True)
     values = frame[list(columns)].to_numpy(np.float64)
     ok = np.all(np.isfinite(values), axis=1)
     if not ok.all():
@@ -245,14 +270,62 @@ def tuned_config(
     return tune(get_method(method).config_class())
 
 
+def method_variant(name: str) -> tuple[str, str]:
+    """(registry method, inputs) of a benchmark method name.
+
+    ``NAME-img`` (e.g. ``ae-img``) is the registry method ``NAME`` with ``inputs: images``: it
+    reads the jet images of the feature pass (``--images``) instead of feature columns, and is
+    reported under its own name next to ``NAME`` on features.
+    """
+    if name.endswith(IMAGE_SUFFIX) and len(name) > len(IMAGE_SUFFIX):
+        return name[: -len(IMAGE_SUFFIX)], "images"
+    return name, "features"
+
+
+def variant_config(name: str, args: argparse.Namespace) -> Any:
+    """The config of benchmark method ``name``: :func:`tuned_config` of its registry method, with
+    ``inputs: images`` for an image variant (and ``--image-epochs`` on its networks)."""
+    method, inputs = method_variant(name)
+    config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
+    if inputs == "features":
+        return config
+    changes: dict[str, Any] = {"inputs": "images"}
+    epochs = getattr(args, "image_epochs", None)
+    if epochs is not None:
+        if hasattr(config, "epochs"):  # ae, vae
+            changes["epochs"] = epochs
+        if hasattr(config, "ae"):  # tnt: its starting image ae and its image classifiers
+            changes["ae"] = dataclasses.replace(config.ae, epochs=epochs)
+            if hasattr(config.classifier, "epochs"):
+                changes["classifier"] = dataclasses.replace(config.classifier, epochs=epochs)
+    return dataclasses.replace(config, **changes)
+
+
 def method_features(method: str, features: Sequence[str]) -> tuple[str, ...]:
     """The benchmark's features for the resonant methods; the outlier detectors (ae, vae, force,
-    tnt) take their own per-jet inputs (each jet's mass and tau ratios; FORCE: m/pT)."""
+    tnt) take their own per-jet inputs (each jet's mass and tau ratios; FORCE: m/pT), their image
+    variants (``ae-img``, ...) the two jet images."""
     from adhunt.models.outliers import OutlierModel
     from adhunt.models.registry import get_method
+    from adhunt.schema import IMAGE_PSEUDO_COLUMNS
 
-    cls = get_method(method)
+    base, inputs = method_variant(method)
+    if inputs == "images":
+        return tuple(IMAGE_PSEUDO_COLUMNS)
+    cls = get_method(base)
     return tuple(cls.default_features if issubclass(cls, OutlierModel) else features)
+
+
+def build_model(
+    method: str, args: argparse.Namespace, region: Any, features: Sequence[str]
+) -> tuple[type, Any]:
+    """(class, unfitted model) of benchmark method ``method`` (an image variant included)."""
+    from adhunt.models.registry import get_method
+
+    cls = get_method(method_variant(method)[0])
+    config = variant_config(method, args)
+    features = method_features(method, features)
+    return cls, cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
 
 
 @dataclass
@@ -297,13 +370,9 @@ def train_and_evaluate(
     features: Sequence[str],
 ) -> MethodResult:
     """Fit ``method`` (wall-timed), score the SR test events with the fold ensemble, ROC/SIC."""
-    from adhunt.models.registry import get_method
     from adhunt.performance import roc_sic
 
-    cls = get_method(method)
-    config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
-    features = method_features(method, features)
-    model = cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
+    cls, model = build_model(method, args, region, features)
     log.info("%s: training on %d events", method, len(data))
     t0 = time.perf_counter()
     model.fit(data, reference if cls.needs_reference else None)
@@ -368,12 +437,8 @@ def sculpting_stage(
     from adhunt.fitting import FitError, fit_background
     from adhunt.histograms import DEFAULT_MJJ_EDGES
     from adhunt.models.decorrelation import QRConfig, fit_decorrelation
-    from adhunt.models.registry import get_method
 
-    cls = get_method(method)
-    config = tuned_config(method, args.threads, args.backend, args.n_ensemble, args.flow_epochs)
-    features = method_features(method, features)
-    model = cls(features, region, n_folds=args.folds, seed=args.seed, config=config)
+    _, model = build_model(method, args, region, features)
     t0 = time.perf_counter()
     model.fit(data, None)
     raw = model.raw_score(data, mode="kfold")
@@ -665,6 +730,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--features-dir", type=Path, default=None, help="feature cache (default: OUTPUT/features)"
     )
     p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also compute N x N jet images in the feature pass (needs its own --features-dir); "
+        "required by the image variants of the outlier methods (ae-img, vae-img, tnt-img)",
+    )
+    p.add_argument(
+        "--image-epochs",
+        type=int,
+        default=None,
+        help="max epochs of the image variants' networks (default: the method's own)",
+    )
+    p.add_argument(
         "--features-only", action="store_true", help="stop after the (cached) feature extraction"
     )
     p.add_argument("--generate", action="store_true", help="(re)generate the samples")
@@ -694,9 +773,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     wanted = set(args.methods) | set(args.scan_methods) | {m for c in args.combine for m in c}
     if args.sculpt_method:
         wanted.add(args.sculpt_method)
-    unknown = sorted(wanted - known)
+    unknown = sorted(m for m in wanted if method_variant(m)[0] not in known)
     if unknown:
         p.error(f"unknown method(s) {unknown}; available: {', '.join(sorted(known))}")
+    for m in sorted(wanted):
+        base, inputs = method_variant(m)
+        if inputs == "images":
+            from adhunt.models.registry import get_method
+
+            if "inputs" not in {f.name for f in dataclasses.fields(get_method(base).config_class)}:
+                p.error(f"method {m}: {base} has no jet-image inputs")
+            if args.images is None:
+                p.error(f"method {m} reads jet images: give --images N (and its --features-dir)")
     for combo in args.combine:
         if len(combo) < 2 or not set(combo) <= set(args.methods):
             p.error(f"--combine {'+'.join(combo)}: give two or more methods that --methods trains")
@@ -737,16 +825,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fileset in filesets.values():
         feature_dirs.update(
             ensure_features(
-                fileset, args.features_dir or args.output / "features", args.workers, args.chunksize
+                fileset,
+                args.features_dir or args.output / "features",
+                args.workers,
+                args.chunksize,
+                args.images,
             )
         )
     if args.features_only:
         return 0
     columns = [*features, RESONANT_VARIABLE]
-    qcd = read_clean(feature_dirs["qcd"], "qcd", columns)
+    with_images = any(method_variant(m)[1] == "images" for m in [*args.methods, *args.scan_methods])
+    qcd = read_clean(feature_dirs["qcd"], "qcd", columns, with_images)
     if args.qcd_limit is not None:
         qcd = qcd.iloc[: args.qcd_limit].reset_index(drop=True)
-    signal = read_clean(feature_dirs["wprime"], "wprime", columns)
+    signal = read_clean(feature_dirs["wprime"], "wprime", columns, with_images)
     if (qcd["truth_label"] != 0).any() or (signal["truth_label"] != 1).any():
         raise RuntimeError("truth labels: QCD must be 0 and W' must be 1")
 
