@@ -4,7 +4,8 @@
     adhunt convert-lhco  LHC Olympics R&D HDF5 to the same ROOT schema
     adhunt features      dijet features from a fileset through a Coffea processor
     adhunt train         a k-fold anomaly detector (cwola, cathode, anode, ranode, iad, supervised;
-                         combine: rank-averaged saved models; --decorrelate qr)
+                         outlier detectors ae, vae, force, tnt; combine: rank-averaged saved models;
+                         --decorrelate qr)
     adhunt score         anomaly scores of every event of a feature directory
     adhunt evaluate      ROC / SIC of trained models on a labelled test set
     adhunt compare       one table (max SIC, AUC, eps_S at 1%/0.1% B) + SIC plot of several models
