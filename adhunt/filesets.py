@@ -231,3 +231,84 @@ def _check_repeated_keys(obj: Any, where: str, dedupe: bool) -> None:
             "keep only the last"
             + (", use --dedupe-files to keep it once" if first == later else "; merge them")
         )
+
+
+#: File names a fileset is built from (ROOT files; RNTuple or TTree inside).
+ROOT_SUFFIXES = (".root",)
+
+
+def build_fileset(
+    sources: list[str],
+    *,
+    dataset: str | None = None,
+    tree: str = "Events",
+    split: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """A coffea fileset ``{dataset: {"files": {file: tree}, "metadata": {}}}`` from sources.
+
+    Each source is a directory, a glob (``data/*/nano_*.root``), a ROOT file, or a remote URL
+    (``root://host//path.root``, passed through unchanged for uproot: fsspec-xrootd reads it).
+    A directory gives one dataset per subdirectory holding ROOT files (named after it) and one
+    for the ROOT files directly inside it (named after the directory); a glob or a file belongs
+    to ``dataset``, or else to the name of its parent directory. ``dataset`` names every file's
+    dataset when given. ``split`` keeps only the first N files of each dataset (sorted by path),
+    for a quick test fileset. The result goes through :func:`load_datasets`, so a file reached
+    twice (two globs, a symlink) is refused like in any hand-written fileset.
+    """
+    import glob
+
+    if split is not None and split < 1:
+        raise FilesetError(f"--split must be >= 1, got {split}")
+    found: dict[str, list[str]] = {}
+
+    def add(name: str, file: str) -> None:
+        found.setdefault(dataset or name, []).append(file)
+
+    for source in sources:
+        if "://" in source:
+            add(Path(urlsplit(source).path).parent.name or "remote", source)
+            continue
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in ROOT_SUFFIXES and p.is_file())
+            files = [
+                p for p in files if not any(s.startswith(".") for s in p.relative_to(path).parts)
+            ]
+            if not files:
+                raise FilesetError(f"no ROOT files (*.root) under {path}")
+            for file in files:
+                relative = file.relative_to(path)
+                add(
+                    relative.parts[0] if len(relative.parts) > 1 else path.resolve().name, str(file)
+                )
+            continue
+        matches = sorted(glob.glob(source, recursive=True)) if glob.has_magic(source) else []
+        if glob.has_magic(source) and not matches:
+            raise FilesetError(f"no file matches {source!r}")
+        for match in matches or [source]:
+            file = Path(match)
+            if not file.is_file():
+                raise FilesetError(f"input not found: {match}")
+            if file.suffix not in ROOT_SUFFIXES:
+                raise FilesetError(f"not a ROOT file (*.root): {match}")
+            add(file.resolve().parent.name, match)
+    if not found:
+        raise FilesetError("no input files given")
+    out = {}
+    for name, files in found.items():
+        repeated = sorted({f for f in files if files.count(f) > 1})
+        if repeated:  # two sources reached one file: a dict would silently keep it once
+            raise FilesetError(
+                f"dataset {name!r}: the same file is reached by more than one source: {repeated[0]}"
+            )
+        files = sorted(files)[:split] if split is not None else files
+        out[name] = {"files": dict.fromkeys(files, tree), "metadata": {}}
+    load_datasets(out, tree)  # refuses the same file reached twice, names both entries
+    return {
+        name: {"files": {_absolute(f): t for f, t in entry["files"].items()}, "metadata": {}}
+        for name, entry in out.items()
+    }
+
+
+def _absolute(name: str) -> str:
+    return name if "://" in name else str(Path(name).resolve())

@@ -2,6 +2,7 @@
 
     adhunt generate      Pythia 8 events (QCD dijets or W' -> X Y) to NanoAOD-like ROOT files + fileset
     adhunt convert-lhco  LHC Olympics R&D HDF5 to the same ROOT schema
+    adhunt fileset       a coffea fileset JSON from folders, globs, files or xrootd URLs
     adhunt features      dijet features from a fileset through a Coffea processor
     adhunt train         a k-fold anomaly detector (cwola, cathode, anode, ranode, iad, supervised;
                          outlier detectors ae, vae, force, tnt; combine: rank-averaged saved models;
@@ -48,6 +49,7 @@ app.command("generate")(__import__("adhunt.jobs.generate", fromlist=["generate"]
 app.command("convert-lhco")(
     __import__("adhunt.jobs.convert", fromlist=["convert_lhco"]).convert_lhco
 )
+app.command("fileset")(__import__("adhunt.jobs.fileset", fromlist=["fileset"]).fileset)
 app.command("features")(__import__("adhunt.jobs.features", fromlist=["features"]).features)
 app.command("train")(__import__("adhunt.jobs.train", fromlist=["train"]).train)
 app.command("score")(__import__("adhunt.jobs.score", fromlist=["score"]).score)
