@@ -266,6 +266,8 @@ def build_fileset(
 
     for source in sources:
         if "://" in source:
+            if glob.has_magic(source):
+                raise FilesetError(f"remote globs are not expanded, list the files: {source}")
             add(Path(urlsplit(source).path).parent.name or "remote", source)
             continue
         path = Path(source)

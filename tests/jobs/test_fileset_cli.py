@@ -52,6 +52,8 @@ def test_globs_split_and_one_dataset_name(tree):
 def test_urls_pass_through_and_bad_sources_are_refused(tree):
     url = "root://eos.example.org//store/data/run1/nano.root"
     assert list(build_fileset([url])["run1"]["files"]) == [url]
+    with pytest.raises(FilesetError, match="remote globs"):
+        build_fileset(["root://eos.example.org//store/*.root"])
     with pytest.raises(FilesetError, match="no file matches"):
         build_fileset([f"{tree}/nothing/*.root"])
     with pytest.raises(FilesetError, match="not a ROOT file"):
