@@ -51,7 +51,6 @@ from adhunt.models.outliers import (
     check_choice,
     cut_columns,
     fit_network,
-    load_state,
     network_state,
     seeded,
     torch_threads,
@@ -297,14 +296,7 @@ class AutoencoderFold(PerJetNetworks, FoldModel):
         self.scalers = list(scalers)
         self.info = dict(info or {})
         self.device = resolve_device(device)
-        self.nets = []
-        for g, group in enumerate(states):
-            nets = []
-            for m, state in enumerate(group):
-                net = self._build()
-                load_state(net, state, f"autoencoder group {g} member {m}")
-                nets.append(net.to(self.device).eval())
-            self.nets.append(nets)
+        self.load_networks(states, self._build, "autoencoder")
 
     def _build(self) -> Any:
         s = self.spec

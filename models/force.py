@@ -38,7 +38,6 @@ from adhunt.models.outliers import (
     check_choice,
     cut_columns,
     fit_network,
-    load_state,
     network_state,
     seeded,
     torch_threads,
@@ -119,14 +118,11 @@ class ForceFold(PerJetNetworks, FoldModel):
         self.scalers = list(scalers)
         self.info = dict(info or {})
         self.device = resolve_device(device)
-        self.nets = []
-        for g, group in enumerate(states):
-            nets = []
-            for m, state in enumerate(group):
-                net = _build_mlp(self.n_inputs, self.spec["hidden"], self.spec["dropout"])
-                load_state(net, state, f"force group {g} member {m}")
-                nets.append(net.to(self.device).eval())
-            self.nets.append(nets)
+        self.load_networks(
+            states,
+            lambda: _build_mlp(self.n_inputs, self.spec["hidden"], self.spec["dropout"]),
+            "force",
+        )
 
     @property
     def n_inputs(self) -> int:

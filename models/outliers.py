@@ -655,6 +655,22 @@ class PerJetNetworks:
                 out.update(prefixed(f"group{g}/member{m}", network_state(net)))
         return out
 
+    def load_networks(
+        self,
+        states: Sequence[Sequence[Mapping[str, np.ndarray]]],
+        build: Callable[[], Any],
+        label: str,
+    ) -> None:
+        """``nets[g][m]`` from saved states: ``build()`` makes each network, on ``self.device``."""
+        self.nets = []
+        for g, group in enumerate(states):
+            nets = []
+            for m, state in enumerate(group):
+                net = build()
+                load_state(net, state, f"{label} group {g} member {m}")
+                nets.append(net.to(self.device).eval())
+            self.nets.append(nets)
+
     def network_metadata(self) -> dict[str, Any]:
         """The metadata keys every such fold model writes (subclasses add theirs, then info)."""
         return {
