@@ -14,7 +14,6 @@ i.e. k-fold for events a model trained on and the fold ensemble for the others) 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -55,6 +54,7 @@ def run_compare(
     """Compare saved models on a labelled table; returns the ``comparison.json`` content."""
     import pandas as pd
 
+    from adhunt.config import write_json
     from adhunt.jobs.evaluate import evaluate_models
     from adhunt.outputs import check_output_dir
     from adhunt.performance import comparison_row, plot_sic
@@ -83,7 +83,7 @@ def run_compare(
         "table": rows,
         "models": summary["models"],
     }
-    _replace(output / COMPARISON_JSON, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    write_json(output / COMPARISON_JSON, report)
     plot_sic(results, output / SIC_PLOT, title=f"compare: {Path(features).name}")
     return report
 

@@ -5,7 +5,6 @@ The library function is :func:`adhunt.filesets.build_fileset`; this command only
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +32,7 @@ def fileset(
     ] = None,
 ) -> None:
     """Build a coffea fileset ({dataset: {"files": {file: tree}}}) for adhunt features/infer."""
+    from adhunt.config import write_json
     from adhunt.filesets import FilesetError, build_fileset
     from adhunt.outputs import check_output_file
 
@@ -43,8 +43,6 @@ def fileset(
         logger.error("%s", err)
         raise typer.Exit(code=1) from err
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(json.dumps(built, indent=2) + "\n")
-    tmp.replace(output)
+    write_json(output, built)
     counts = ", ".join(f"{name}: {len(entry['files'])}" for name, entry in built.items())
     logger.info("wrote %s (%s file(s))", output, counts)
