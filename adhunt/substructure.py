@@ -134,6 +134,22 @@ AXES_BACKEND = "compiled"
 AXES_BACKENDS = ("compiled", "fastjet")
 
 
+def flat_momenta(
+    constituents: ak.Array,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(px, py, pz, E, offsets)`` of packed per-jet constituents, as the compiled kernels take
+    them: contiguous float64 arrays over all constituents and jet ``j``'s slice
+    ``offsets[j]:offsets[j + 1]``."""
+    counts = ak.to_numpy(ak.num(constituents, axis=1)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    flat = ak.flatten(constituents, axis=1)
+    px, py, pz, E = (
+        np.ascontiguousarray(ak.to_numpy(flat[f]), dtype=np.float64)
+        for f in ("px", "py", "pz", "E")
+    )
+    return px, py, pz, E, offsets
+
+
 def kt_axes(constituents: ak.Array, n_max: int, backend: str | None = None) -> np.ndarray:
     """Exclusive kT axes (R = 1000, E-scheme) of every jet for n = 1..n_max.
 
@@ -151,13 +167,7 @@ def kt_axes(constituents: ak.Array, n_max: int, backend: str | None = None) -> n
     if n_jets == 0:
         return out
     if backend == "compiled":
-        counts = ak.to_numpy(ak.num(constituents, axis=1)).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        flat = ak.flatten(constituents, axis=1)
-        px, py, pz, E = (
-            np.ascontiguousarray(ak.to_numpy(flat[f]), dtype=np.float64)
-            for f in ("px", "py", "pz", "E")
-        )
+        px, py, pz, E, offsets = flat_momenta(constituents)
         if _compiled().exclusive_kt_axes(px, py, pz, E, offsets, n_max, out) < 0:
             return out
         out[:] = np.nan  # a jet the kernel cannot decide (a beam merge): fastjet for all
@@ -234,13 +244,7 @@ def groomed_observables(
     if n_jets == 0:
         return {"msd": msd, "d2": d2}
     constituents = ak.to_packed(constituents)
-    counts = ak.to_numpy(ak.num(constituents, axis=1)).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    flat = ak.flatten(constituents, axis=1)
-    px, py, pz, E = (
-        np.ascontiguousarray(ak.to_numpy(flat[f]), dtype=np.float64)
-        for f in ("px", "py", "pz", "E")
-    )
+    px, py, pz, E, offsets = flat_momenta(constituents)
     _groomed_kernel()(
         px, py, pz, E, offsets, float(r0), float(z_cut), float(sd_beta), float(d2_beta), msd, d2
     )
