@@ -1,0 +1,224 @@
+"""Run records and ``adhunt rerun``: every output records what made it, and rerun repeats it.
+
+Real chain on small NanoAOD-like ROOT files (``tests/eventfiles.py``): ``features`` -> ``train``
+(cwola, fast HGB) -> ``score`` and ``infer``; each is rerun from its record into a new output and
+must give the same tables, scores and histograms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from eventfiles import make_events, write_events
+from typer.testing import CliRunner
+
+from adhunt.runrecord import (
+    RECORD_NAME,
+    RECORD_SUFFIX,
+    RunRecord,
+    RunRecordError,
+    current_environment,
+    git_state,
+    read_record,
+)
+from adhunt.tables import read_table
+
+runner = CliRunner()
+
+
+def invoke(args):
+    from adhunt.jobs.cli import app
+
+    result = runner.invoke(app, [str(a) for a in args])
+    result.text = " ".join(result.output.split())  # rich wraps long log lines
+    return result
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rerun")
+    events = write_events(base / "dijets.root", make_events(["dijet"] * 300, seed=31))
+    fileset = base / "fileset.json"
+    fileset.write_text(json.dumps({"qcd": [str(events)]}))
+    features = base / "features"
+    r = invoke(["features", fileset, "-o", features, "--chunksize", 150])
+    assert r.exit_code == 0, r.output
+    mjj = read_table(features)["mjj"].to_numpy()
+    low, high = np.quantile(mjj, [0.4, 0.6])
+    config = base / "fast.yaml"
+    config.write_text("n_ensemble: 1\nhgb_max_iter: 10\nnum_threads: 1\n")
+    model = base / "model"
+    r = invoke(["train", "cwola", "--features", features, "-o", model, "--seed", 5,
+                "--window", f"{low:.1f}:{high:.1f}", "--folds", 2, "--config", config])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return {"base": base, "fileset": fileset, "features": features, "model": model,
+            "config": config}  # fmt: skip
+
+
+def test_features_record_holds_the_resolved_run(chain):
+    record = read_record(chain["features"])
+    assert record.command == "features"
+    options = record.options
+    # every parameter of the command, defaults included, paths absolute
+    assert options["output"] == str(chain["features"]) and os.path.isabs(options["fileset"])
+    assert options["chunksize"] == 150 and options["executor"] == "iterative"
+    assert options["radius"] is None and options["overwrite"] is False
+    env = record.environment
+    assert env == current_environment()
+    assert env.packages["numpy"] == np.__version__ and env.packages["awkward"]
+    revision, dirty = git_state()
+    assert env.git_revision == revision and env.git_dirty == dirty
+    assert record.started <= record.finished and record.cwd == os.getcwd()
+    assert RunRecord.from_dict(record.to_dict()) == record  # one writer, one reader
+
+
+def test_git_state_is_that_of_the_checkout_or_none(tmp_path):
+    here = Path(__file__).resolve().parents[2]
+    revision, dirty = git_state(str(here))
+    try:
+        expected = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        expected = None
+    assert revision == expected and (dirty is None) == (expected is None)
+    assert git_state(str(tmp_path)) == (None, None)  # not a git checkout: None, never an error
+
+
+def test_train_record_has_the_seeds_and_config_content(chain):
+    record = read_record(chain["model"])
+    assert record.command == "train" and record.seeds == {"seed": 5}
+    assert record.options["method"] == "cwola" and record.options["folds"] == 2
+    assert record.config_files["config"]["content"] == {
+        "n_ensemble": 1, "hgb_max_iter": 10, "num_threads": 1,
+    }  # fmt: skip
+
+
+def test_rerun_features_gives_identical_tables(chain, tmp_path):
+    out = tmp_path / "again"
+    r = invoke(["rerun", chain["features"], "--output", out])
+    assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(read_table(chain["features"]), read_table(out))
+    record = read_record(out)
+    assert record.rerun_of == str(chain["features"]) and record.options["output"] == str(out)
+    first = read_record(chain["features"]).options
+    assert {**first, "output": str(out)} == record.options
+
+
+def test_rerun_train_then_score_gives_identical_scores(chain, tmp_path):
+    again = tmp_path / "model"
+    r = invoke(["rerun", chain["model"], "-o", again])
+    assert r.exit_code == 0, r.output
+    scores = {}
+    for name, model in (("first", chain["model"]), ("again", again)):
+        out = tmp_path / f"{name}.parquet"
+        r = invoke(["score", model, "--features", chain["features"], "-o", out])
+        assert r.exit_code == 0, r.output
+        scores[name] = pd.read_parquet(out)
+    assert len(scores["first"]) == 300
+    pd.testing.assert_frame_equal(scores["first"], scores["again"])
+    # score writes a file: its record sits next to it, and reruns too
+    first = tmp_path / "first.parquet"
+    assert (tmp_path / ("first.parquet" + RECORD_SUFFIX)).is_file()
+    r = invoke(["rerun", first, "-o", tmp_path / "third.parquet"])
+    assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(scores["first"], pd.read_parquet(tmp_path / "third.parquet"))
+
+
+def test_rerun_infer_gives_identical_histograms(chain, tmp_path):
+    out = tmp_path / "infer"
+    r = invoke(["infer", chain["fileset"], "-m", f"cwola={chain['model']}", "-o", out,
+                "--efficiencies", "0.5,0.2", "--chunksize", 100])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    again = tmp_path / "infer-again"
+    r = invoke(["rerun", out, "-o", again])
+    assert r.exit_code == 0, r.output
+    first = json.loads((out / "histograms.json").read_text())
+    second = json.loads((again / "histograms.json").read_text())
+    assert first == second and first  # the same counts in every bin of every cut
+    assert read_record(again).options["model"] == [f"cwola={chain['model']}"]
+
+
+def test_rerun_refuses_to_overwrite_the_output_without_overwrite(chain, tmp_path):
+    r = invoke(["rerun", chain["model"]])
+    assert r.exit_code == 1 and "give --output NEW, or --overwrite" in r.text
+    assert "Traceback" not in r.output
+
+
+def test_failed_run_keeps_the_earlier_record(chain, tmp_path):
+    out = tmp_path / "model"
+    r = invoke(["rerun", chain["model"], "-o", out])
+    assert r.exit_code == 0, r.output
+    before = (out / RECORD_NAME).read_bytes()
+    # the same command into the same output fails (a non-empty directory without --overwrite)
+    r = invoke(["train", "cwola", "--features", chain["features"], "-o", out])
+    assert r.exit_code != 0
+    assert (out / RECORD_NAME).read_bytes() == before
+    # a failure after the output check (a missing --features table) writes no record either
+    r = invoke(["train", "cwola", "--features", tmp_path / "absent", "-o", tmp_path / "m2"])
+    assert r.exit_code != 0 and not (tmp_path / "m2" / RECORD_NAME).exists()
+
+
+def test_missing_or_foreign_records_are_one_line_errors(chain, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = invoke(["rerun", empty, "-o", tmp_path / "x"])
+    assert r.exit_code == 1 and f"has no run record ({RECORD_NAME} not found)" in r.text
+    assert "Traceback" not in r.output
+    r = invoke(["rerun", tmp_path / "absent", "-o", tmp_path / "x"])
+    assert r.exit_code == 1 and "absent does not exist" in r.text
+    # a JSON of another writer under the record's name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / RECORD_NAME).write_text(json.dumps({"format": "something else"}))
+    r = invoke(["rerun", other, "-o", tmp_path / "x"])
+    assert r.exit_code == 1 and "is not an adhunt run record" in r.text
+    # a record of another command: the options of features are no options of train
+    data = read_record(chain["features"]).to_dict()
+    data["command"] = "train"
+    (other / RECORD_NAME).write_text(json.dumps(data))
+    r = invoke(["rerun", other, "-o", tmp_path / "x"])
+    assert (
+        r.exit_code == 1 and "--chunksize" in r.text and "not option(s) of adhunt train" in r.text
+    )
+    data["command"] = "frobnicate"
+    (other / RECORD_NAME).write_text(json.dumps(data))
+    r = invoke(["rerun", other, "-o", tmp_path / "x"])
+    assert r.exit_code == 1 and "'frobnicate', which adhunt cannot rerun" in r.text
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(RunRecordError, match="unknown run record field"):
+        RunRecord.from_dict({**read_record(chain["model"]).to_dict(), "colour": 1})
+
+
+def test_rerun_warns_about_a_changed_environment_and_config(chain, tmp_path):
+    moved = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(chain["model"], moved)
+    data = json.loads((moved / RECORD_NAME).read_text())
+    data["environment"]["packages"]["numpy"] = "1.0.0"
+    data["environment"]["adhunt_version"] = "0.0.1"
+    # the config file is gone: the rerun uses the content recorded with it
+    data["options"]["config"] = str(tmp_path / "gone.yaml")
+    data["config_files"]["config"]["path"] = str(tmp_path / "gone.yaml")
+    (moved / RECORD_NAME).write_text(json.dumps(data))
+    out = tmp_path / "again"
+    r = invoke(["rerun", moved, "-o", out])
+    assert r.exit_code == 0, r.output
+    assert f"numpy: recorded 1.0.0, now {np.__version__}" in r.text
+    assert "adhunt version: recorded 0.0.1" in r.text
+    assert "gone.yaml is gone since the run; using the content recorded with it" in r.text
+    for name in ("first", "again"):
+        model = chain["model"] if name == "first" else out
+        r = invoke(["score", model, "--features", chain["features"], "-o", tmp_path / f"{name}.pq"])
+        assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "first.pq"), pd.read_parquet(tmp_path / "again.pq")
+    )
