@@ -22,11 +22,15 @@ Each subcommand lives in its own module of ``adhunt.jobs``; this file only wires
 from __future__ import annotations
 
 import importlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from adhunt.jobs.reporting import setup_logging
-from adhunt.jobs.rerun import recorded, rerun
+from adhunt.jobs.rerun import recorded, rerun, set_analysis
 
 app = typer.Typer(
     name="adhunt",
@@ -39,12 +43,36 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: int = typer.Option(
         0, "--verbose", "-v", count=True, help="More log output (-vv for dependencies)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    analysis: Annotated[
+        Path | None,
+        typer.Option(
+            "--analysis",
+            help="Analysis YAML describing the whole search (examples/analysis.yaml): the "
+            "command's options come from it, flags on the command line win.",
+        ),
+    ] = None,
 ) -> None:
     setup_logging(-1 if quiet else verbose)
+    set_analysis(None, None)
+    if analysis is None:
+        return
+    from adhunt.analysis import AnalysisError
+    from adhunt.jobs.analysis import analysis_defaults
+
+    workdir = tempfile.TemporaryDirectory(prefix="adhunt-analysis-")
+    ctx.call_on_close(workdir.cleanup)
+    try:
+        default_map, resolved = analysis_defaults(analysis, ctx.command, Path(workdir.name))
+    except AnalysisError as err:
+        logging.getLogger("adhunt.jobs").error("%s", err)
+        raise typer.Exit(code=1) from None
+    ctx.default_map = default_map
+    set_analysis(analysis, resolved)
 
 
 # --- subcommands (each module exposes a typer-decorated function) -------------------------------

@@ -62,14 +62,18 @@ def recorded(command: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
+        from adhunt.jobs.analysis import fill_method_config
+
         started = utc_now()
-        try:
-            result = func(**kwargs)
-        except typer.Exit as done:
-            if done.exit_code in SUCCESS_CODES.get(command, (0,)):
-                _write(command, kwargs, started)
-            raise
-        _write(command, kwargs, started)
+        with tempfile.TemporaryDirectory(prefix="adhunt-methods-") as tmp:
+            kwargs = fill_method_config(command, kwargs, _RunContext.analysis, Path(tmp))
+            try:
+                result = func(**kwargs)
+            except typer.Exit as done:
+                if done.exit_code in SUCCESS_CODES.get(command, (0,)):
+                    _write(command, kwargs, started)
+                raise
+            _write(command, kwargs, started)  # while inline configurations still exist
         return result
 
     return wrapper
