@@ -222,3 +222,111 @@ def test_rerun_warns_about_a_changed_environment_and_config(chain, tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "first.pq"), pd.read_parquet(tmp_path / "again.pq")
     )
+
+
+# --- adhunt --analysis FILE ------------------------------------------------------------------
+
+
+def analysis_file(chain, tmp_path, window):
+    path = tmp_path / "analysis.yaml"
+    path.write_text(f"""
+seed: 5
+fileset: {chain["fileset"]}
+chunksize: 150
+features:
+  output: {tmp_path / "features"}
+  config: {{radius: 0.8, trigger: {{pt_min: 1200.0, abs_eta_max: 2.5}}}}
+methods:
+  cwola: {{n_ensemble: 1, hgb_max_iter: 10, num_threads: 1}}
+train:
+  method: cwola
+  features: {chain["features"]}
+  output: {tmp_path / "model"}
+  window: "{window}"
+  folds: 2
+""")
+    return path
+
+
+def test_analysis_file_runs_features_and_its_record_reruns(chain, tmp_path):
+    window = read_record(chain["model"]).options["window"]
+    analysis = analysis_file(chain, tmp_path, window)
+    r = invoke(["--analysis", analysis, "features"])
+    assert r.exit_code == 0, r.output
+    # the same run with flags, no analysis file
+    flags = tmp_path / "flags"
+    r = invoke(["features", chain["fileset"], "-o", flags, "--chunksize", 150, "--radius", 0.8])
+    assert r.exit_code == 0, r.output
+    table = read_table(tmp_path / "features")
+    pd.testing.assert_frame_equal(table, read_table(flags))
+    assert not table.equals(read_table(chain["features"]))  # R = 0.8 is not the default 1.0
+    record = read_record(tmp_path / "features")
+    assert record.analysis_file == str(analysis)
+    assert record.analysis["features"]["config"]["radius"] == 0.8
+    assert record.analysis["features"]["chunksize"] == 150  # shared key, resolved into it
+    assert record.config_files["config"]["content"]["radius"] == 0.8
+    assert record.options["chunksize"] == 150 and record.options["fileset"] == str(chain["fileset"])
+    assert record.seeds == {"analysis.seed": 5, "analysis.train.seed": 5}
+    # the inline configuration was a temporary file: the rerun uses the recorded content
+    again = tmp_path / "again"
+    r = invoke(["rerun", tmp_path / "features", "-o", again])
+    assert r.exit_code == 0, r.output
+    assert "using the content recorded with it" in r.text
+    pd.testing.assert_frame_equal(table, read_table(again))
+    assert read_record(again).analysis == record.analysis
+
+
+def test_command_line_flags_override_the_analysis_file(chain, tmp_path):
+    window = read_record(chain["model"]).options["window"]
+    analysis = analysis_file(chain, tmp_path, window)
+    other = tmp_path / "other"
+    r = invoke(["--analysis", analysis, "features", "--chunksize", 100, "-o", other])
+    assert r.exit_code == 0, r.output
+    options = read_record(other).options
+    assert options["chunksize"] == 100 and options["output"] == str(other)
+    assert not (tmp_path / "features").exists()
+    # 300 events in chunks of 100 (the flag), not 150 (the file): one table per chunk
+    chunks = sorted(p.name for p in (other / "qcd").glob("*.parquet"))
+    assert [c.rsplit("_", 1)[1] for c in chunks] == [
+        "000000000000-000000000100.parquet",
+        "000000000100-000000000200.parquet",
+        "000000000200-000000000300.parquet",
+    ]
+
+
+def test_analysis_methods_section_sets_the_hyper_parameters(chain, tmp_path):
+    window = read_record(chain["model"]).options["window"]
+    analysis = analysis_file(chain, tmp_path, window)
+    r = invoke(["--analysis", analysis, "train"])
+    assert r.exit_code == 0, r.output
+    from adhunt.config import config_to_dict
+    from adhunt.models.base import TrainConfig
+
+    record = read_record(tmp_path / "model")
+    resolved = TrainConfig(n_ensemble=1, hgb_max_iter=10, num_threads=1)  # [methods] filled
+    assert record.config_files["config"]["content"] == config_to_dict(resolved)
+    assert record.options["seed"] == 5 and record.options["folds"] == 2
+    # the same model as the chain's, trained with flags and a config file
+    scores = {}
+    for name, model in (("flags", chain["model"]), ("analysis", tmp_path / "model")):
+        out = tmp_path / f"{name}.parquet"
+        r = invoke(["score", model, "--features", chain["features"], "-o", out])
+        assert r.exit_code == 0, r.output
+        scores[name] = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(scores["flags"], scores["analysis"])
+    # an explicit --config wins over [methods]
+    r = invoke(["--analysis", analysis, "train", "-o", tmp_path / "m2", "--config", chain["config"],
+                "--folds", 3])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    options = read_record(tmp_path / "m2").options
+    assert options["config"] == str(chain["config"]) and options["folds"] == 3
+
+
+def test_analysis_file_errors_are_one_line(chain, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features: {chunksiz: 5}\n")
+    r = invoke(["--analysis", bad, "features", "-o", tmp_path / "o"])
+    assert r.exit_code == 1 and "unknown key 'chunksiz' in section [features]" in r.text
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
+    r = invoke(["--analysis", tmp_path / "absent.yaml", "features"])
+    assert r.exit_code == 1 and "analysis file not found" in r.text
