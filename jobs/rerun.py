@@ -215,6 +215,8 @@ def run_again(
     options["output"] = str(target)
     if overwrite and "overwrite" in options:
         options["overwrite"] = True
+    if new_output is None and "restart" in options:
+        options["restart"] = True  # repeat the run, do not resume it (features, infer, generate)
     with _recorded_configs(record) as replaced:
         options.update(replaced)
         argv = command_line(command, options, source=f"run record of {output}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from eventfiles import make_events, write_events
 from typer.testing import CliRunner
 
@@ -110,6 +111,11 @@ def test_rerun_features_gives_identical_tables(chain, tmp_path):
     assert record.rerun_of == str(chain["features"]) and record.options["output"] == str(out)
     first = read_record(chain["features"]).options
     assert {**first, "output": str(out)} == record.options
+    # into its own output (--overwrite): processed again, not resumed
+    r = invoke(["rerun", out, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert "already done" not in r.text and read_record(out).options["restart"] is True
+    pd.testing.assert_frame_equal(read_table(chain["features"]), read_table(out))
 
 
 def test_rerun_train_then_score_gives_identical_scores(chain, tmp_path):
@@ -330,3 +336,63 @@ def test_analysis_file_errors_are_one_line(chain, tmp_path):
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
     r = invoke(["--analysis", tmp_path / "absent.yaml", "features"])
     assert r.exit_code == 1 and "analysis file not found" in r.text
+
+
+# --- the other commands ----------------------------------------------------------------------
+
+
+def test_generate_and_fileset_record_and_rerun(tmp_path):
+    import uproot
+
+    out = tmp_path / "gen"
+    r = invoke(["generate", "-p", "qcd", "-n", 20, "-s", 3, "-o", out, "--events-per-file", 20,
+                "--batch-size", 20])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert read_record(out).seeds == {"seed": 3}
+    again = tmp_path / "gen-again"
+    r = invoke(["rerun", out, "-o", again])
+    assert r.exit_code == 0, r.output
+    first, second = sorted(out.glob("*.root")), sorted(again.glob("*.root"))
+    assert [p.name for p in first] == [p.name for p in second] and first
+    for a, b in zip(first, second, strict=True):
+        ta, tb = uproot.open(a)["Events"], uproot.open(b)["Events"]
+        assert ta.keys() == tb.keys()
+        for key in ("run", "event", "PFCands_pt", "PFCands_eta"):
+            assert ta[key].array().tolist() == tb[key].array().tolist()
+    # fileset writes a file: its record sits next to it
+    fileset = tmp_path / "fs" / "fileset.json"
+    r = invoke(["fileset", out, "--dataset", "qcd", "-o", fileset])
+    assert r.exit_code == 0, r.output
+    record = read_record(fileset)
+    assert (tmp_path / "fs" / ("fileset.json" + RECORD_SUFFIX)).is_file()
+    assert record.command == "fileset" and record.options["sources"] == [str(out)]
+    r = invoke(["rerun", fileset, "-o", tmp_path / "fs2.json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "fs2.json").read_text()) == json.loads(fileset.read_text())
+
+
+def test_dry_run_writes_no_record(chain, tmp_path):
+    before = (chain["features"] / RECORD_NAME).read_bytes()
+    cluster = ["--cluster", "slurm", "--cores", 2, "--memory", "2GB", "--dry-run"]
+    for out in (tmp_path / "new", chain["features"]):
+        r = invoke(["features", chain["fileset"], "-o", out, *cluster])
+        assert r.exit_code == 0, r.output
+    assert not (tmp_path / "new").exists()
+    assert (chain["features"] / RECORD_NAME).read_bytes() == before
+
+
+def test_a_finished_sculpting_check_is_recorded_whatever_its_verdict(tmp_path):
+    """sculpting exits 1 when the cut sculpts: a finished run with a result, so it is recorded;
+    exit 1 of any other command is a failure and is not."""
+    from adhunt.jobs.rerun import recorded
+
+    def finishes_with_1(output: Path) -> None:
+        output.mkdir()
+        (output / "sculpting.json").write_text("{}")
+        raise typer.Exit(code=1)
+
+    for command, out in (("sculpting", tmp_path / "s"), ("train", tmp_path / "t")):
+        with pytest.raises(typer.Exit):
+            recorded(command, finishes_with_1)(output=out)
+    assert read_record(tmp_path / "s").command == "sculpting"
+    assert not (tmp_path / "t" / RECORD_NAME).exists()
