@@ -396,3 +396,24 @@ def test_a_finished_sculpting_check_is_recorded_whatever_its_verdict(tmp_path):
             recorded(command, finishes_with_1)(output=out)
     assert read_record(tmp_path / "s").command == "sculpting"
     assert not (tmp_path / "t" / RECORD_NAME).exists()
+
+
+def test_recorded_commands_have_the_options_of_the_plain_functions():
+    """The record wrapper keeps each command's signature: typer builds the same options."""
+    import importlib
+
+    from adhunt.jobs.cli import _COMMANDS, app
+
+    wrapped = typer.main.get_command(app)
+    for name, (module, function) in _COMMANDS.items():
+        plain = typer.Typer()
+        plain.command(name)(getattr(importlib.import_module(module), function))
+        plain.command("_other")(lambda: None)  # a group, so the command keeps its name
+        bare = typer.main.get_command(plain).commands[name]
+
+        def describe(command):
+            return [(p.name, tuple(p.opts), tuple(getattr(p, "secondary_opts", ())), p.required,
+                     repr(p.default), p.multiple if hasattr(p, "multiple") else None)
+                    for p in command.params]  # fmt: skip
+
+        assert describe(wrapped.commands[name]) == describe(bare), name
