@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from adhunt.analysis import METHODS_KEY, AnalysisSchema, load_analysis, resolve, section_values
+from adhunt.runrecord import read_config_file
 
 __all__ = ["SHARED_KEYS", "analysis_defaults", "build_schema", "fill_method_config"]
 
@@ -162,7 +163,7 @@ def fill_method_config(
     else:
         key, method = "method_config", options.get("method")
         base = options.get("config")
-        content = yaml.safe_load(Path(base).read_text()) if base and Path(base).is_file() else {}
+        content = read_config_file(base) if base and Path(base).is_file() else {}
         if isinstance(content, Mapping) and content.get("method_config") is not None:
             return options  # the scan configuration names its own
         if method is None and isinstance(content, Mapping):

@@ -259,10 +259,9 @@ def rerun(
     except (RunRecordError, ValueError) as err:
         logger.error("%s", err)
         raise typer.Exit(code=1) from None
-    except Exception as err:  # click's usage errors of a record's options
-        if type(err).__module__.startswith(("typer", "click")):
-            logger.error("run record of %s: %s", output, err)
-            raise typer.Exit(code=1) from None
-        raise
+    except typer.TyperException as err:  # click's usage errors: a bad value in the record
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        logger.error("run record of %s: %s", output, message)
+        raise typer.Exit(code=1) from None
     if code:
         raise typer.Exit(code=code)

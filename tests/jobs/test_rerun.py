@@ -194,6 +194,13 @@ def test_missing_or_foreign_records_are_one_line_errors(chain, tmp_path):
     assert (
         r.exit_code == 1 and "--chunksize" in r.text and "not option(s) of adhunt train" in r.text
     )
+    # a value the command refuses (an edited record): click's one-line message
+    data["command"] = "features"
+    data["options"]["chunksize"] = "many"
+    (other / RECORD_NAME).write_text(json.dumps(data))
+    r = invoke(["rerun", other, "-o", tmp_path / "x"])
+    assert r.exit_code == 1 and "Invalid value for '--chunksize'" in r.text
+    assert "Traceback" not in r.output
     data["command"] = "frobnicate"
     (other / RECORD_NAME).write_text(json.dumps(data))
     r = invoke(["rerun", other, "-o", tmp_path / "x"])
