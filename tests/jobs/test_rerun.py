@@ -424,3 +424,60 @@ def test_recorded_commands_have_the_options_of_the_plain_functions():
                     for p in command.params]  # fmt: skip
 
         assert describe(wrapped.commands[name]) == describe(bare), name
+
+
+def test_scan_from_an_analysis_file_reruns_to_the_same_results(tmp_path):
+    """Windows, cuts and the method's hyper-parameters inline in one file; the rerun of its
+    record gives the same scan.json (up to wall times)."""
+    from adhunt.schema import FEATURE_COLUMNS
+    from adhunt.tables import chunk_filename, make_feature_frame, write_chunk
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    feats = {
+        c: rng.uniform(0.1, 1.0, n)
+        for c in FEATURE_COLUMNS
+        if c not in ("dataset", "run", "luminosityBlock", "event", "truth_label", "weight")
+    }
+    feats["mjj"] = 2800.0 + rng.exponential(600.0, n)  # a falling spectrum
+    feats["mj1"] = rng.exponential(60.0, n) + 10.0
+    feats["delta_mj"] = rng.exponential(100.0, n)
+    frame = make_feature_frame("qcd", np.ones(n), np.arange(n), np.zeros(n, int), feats)
+    table = tmp_path / "table"
+    write_chunk(frame, table, chunk_filename("qcd", "synthetic.root", 0, n))
+    analysis = tmp_path / "analysis.yaml"
+    analysis.write_text(f"""
+seed: 11
+efficiencies: "0.2"
+methods:
+  cwola: {{n_ensemble: 1, hgb_max_iter: 20, num_threads: 1}}
+scan:
+  features: {table}
+  output: {tmp_path / "scan"}
+  no_plots: true
+  config:
+    folds: 2
+    n_toys: 5
+    windows: [[3300.0, 3700.0]]
+    fit_range: [2800.0, 8000.0]
+    min_sr_events: 20
+""")
+    r = invoke(["--analysis", analysis, "scan"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "scan" / "scan.json").read_text())
+    assert report["config"]["windows"] == [[3300.0, 3700.0]] and report["config"]["seed"] == 11
+    assert report["method_config"]["hgb_max_iter"] == 20  # from [methods]
+    assert report["cuts"] == ["no_cut", "eff_0.2"]
+    (window,) = report["windows"]
+    assert window["n_sr"] > 0 and window["cuts"]["eff_0.2"]["status"] == "ok"
+    r = invoke(["rerun", tmp_path / "scan", "-o", tmp_path / "again"])
+    assert r.exit_code == 0, r.output
+    again = json.loads((tmp_path / "again" / "scan.json").read_text())
+
+    def comparable(doc):
+        out = {k: v for k, v in doc.items() if k not in ("timing", "executor", "output")}
+        # the path of the (temporary) method configuration; its content is "method_config"
+        out["config"] = {k: v for k, v in doc["config"].items() if k != "method_config"}
+        return out
+
+    assert comparable(again) == comparable(report)
