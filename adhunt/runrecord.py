@@ -297,6 +297,7 @@ def make_record(
     *,
     started: str,
     config_options: tuple[str, ...] = (),
+    inline_dirs: tuple[str | Path, ...] = (),
     analysis_file: str | Path | None = None,
     analysis: Mapping[str, Any] | None = None,
     rerun_of: str | Path | None = None,
@@ -305,14 +306,18 @@ def make_record(
 
     Path values become absolute strings; ``config_options`` names the options that are
     configuration files, whose content is recorded too (the file may change or, for an inline
-    section of an analysis file, be a temporary file).
+    section of an analysis file, be a temporary file: one below ``inline_dirs``, marked
+    ``"inline": true``).
     """
     resolved = {name: _absolute(value) for name, value in options.items()}
     config_files = {}
     for name in config_options:
         value = resolved.get(name)
         if isinstance(value, str) and Path(value).is_file():
-            config_files[name] = {"path": value, "content": read_config_file(value)}
+            inline = any(Path(value).is_relative_to(Path(d).absolute()) for d in inline_dirs)
+            config_files[name] = {
+                "path": value, "content": read_config_file(value), "inline": inline,
+            }  # fmt: skip
     analysis_dict = None if analysis is None else json_safe(dict(analysis))
     return RunRecord(
         command=command,

@@ -72,7 +72,7 @@ def _root(
         logging.getLogger("adhunt.jobs").error("%s", err)
         raise typer.Exit(code=1) from None
     ctx.default_map = default_map
-    set_analysis(analysis, resolved)
+    set_analysis(analysis, resolved, workdir.name)
 
 
 # --- subcommands (each module exposes a typer-decorated function) -------------------------------

@@ -40,17 +40,22 @@ class _RunContext:
     analysis_file: str | None = None
     analysis: dict[str, Any] | None = None
     rerun_of: str | None = None
+    inline_dir: str | None = None  # where the inline configurations were written
 
     @classmethod
     def reset(cls) -> None:
-        cls.analysis_file = cls.analysis = cls.rerun_of = None
+        cls.analysis_file = cls.analysis = cls.rerun_of = cls.inline_dir = None
 
 
-def set_analysis(path: str | Path | None, content: Mapping[str, Any] | None) -> None:
-    """Record ``content`` (the resolved analysis file at ``path``) in this invocation's records."""
+def set_analysis(
+    path: str | Path | None, content: Mapping[str, Any] | None, inline_dir: str | None = None
+) -> None:
+    """Record ``content`` (the resolved analysis file at ``path``, its inline configurations
+    written into ``inline_dir``) in this invocation's records."""
     _RunContext.reset()
     _RunContext.analysis_file = None if path is None else str(Path(path).absolute())
     _RunContext.analysis = None if content is None else dict(content)
+    _RunContext.inline_dir = inline_dir
 
 
 def recorded(command: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,15 +76,15 @@ def recorded(command: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 result = func(**kwargs)
             except typer.Exit as done:
                 if done.exit_code in SUCCESS_CODES.get(command, (0,)):
-                    _write(command, kwargs, started)
+                    _write(command, kwargs, started, tmp)
                 raise
-            _write(command, kwargs, started)  # while inline configurations still exist
+            _write(command, kwargs, started, tmp)  # while inline configurations still exist
         return result
 
     return wrapper
 
 
-def _write(command: str, options: Mapping[str, Any], started: str) -> None:
+def _write(command: str, options: Mapping[str, Any], started: str, methods_dir: str) -> None:
     from adhunt.runrecord import make_record, write_record
 
     output = options.get("output")
@@ -88,6 +93,7 @@ def _write(command: str, options: Mapping[str, Any], started: str) -> None:
     record = make_record(
         command, options, started=started,
         config_options=tuple(n for n in CONFIG_OPTIONS if n in options),
+        inline_dirs=tuple(d for d in (_RunContext.inline_dir, methods_dir) if d),
         analysis_file=_RunContext.analysis_file, analysis=_RunContext.analysis,
         rerun_of=_RunContext.rerun_of,
     )  # fmt: skip
@@ -152,7 +158,7 @@ def _text(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def _recorded_configs(record: Any) -> Iterator[dict[str, str]]:
+def _recorded_configs(record: Any) -> Iterator[tuple[dict[str, str], str]]:
     """Paths of the configuration files as recorded: the recorded file when it still holds the
     recorded content, else a temporary copy of that content (an inline analysis section, or a
     file edited since the run)."""
@@ -168,13 +174,16 @@ def _recorded_configs(record: Any) -> Iterator[dict[str, str]]:
                 continue
             copy = Path(tmp) / f"{name}.yaml"
             copy.write_text(yaml.safe_dump(content, sort_keys=False))
-            logger.warning(
-                "rerun: --%s %s %s since the run; using the content recorded with it",
-                name.replace("_", "-"), path,
-                "changed" if Path(path).exists() else "is gone",
-            )  # fmt: skip
+            if entry.get("inline"):  # an inline configuration of the analysis file
+                logger.debug("rerun: --%s from the recorded inline configuration", name)
+            else:
+                logger.warning(
+                    "rerun: --%s %s %s since the run; using the content recorded with it",
+                    name.replace("_", "-"), path,
+                    "changed" if Path(path).exists() else "is gone",
+                )  # fmt: skip
             replaced[name] = str(copy)
-        yield replaced
+        yield replaced, tmp
 
 
 @contextlib.contextmanager
@@ -217,13 +226,14 @@ def run_again(
         options["overwrite"] = True
     if new_output is None and "restart" in options:
         options["restart"] = True  # repeat the run, do not resume it (features, infer, generate)
-    with _recorded_configs(record) as replaced:
+    with _recorded_configs(record) as (replaced, copies):
         options.update(replaced)
         argv = command_line(command, options, source=f"run record of {output}")
         logger.info("rerun: adhunt %s into %s", record.command, target)
         _RunContext.analysis_file = record.analysis_file
         _RunContext.analysis = record.analysis
         _RunContext.rerun_of = str(Path(output).absolute())
+        _RunContext.inline_dir = copies  # recorded content, as inline as the analysis file's
         try:
             with _working_directory(record.cwd):
                 code = command.main(

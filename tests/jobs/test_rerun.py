@@ -278,14 +278,17 @@ def test_analysis_file_runs_features_and_its_record_reruns(chain, tmp_path):
     assert record.analysis["features"]["config"]["radius"] == 0.8
     assert record.analysis["features"]["chunksize"] == 150  # shared key, resolved into it
     assert record.config_files["config"]["content"]["radius"] == 0.8
+    assert record.config_files["config"]["inline"] is True
     assert record.options["chunksize"] == 150 and record.options["fileset"] == str(chain["fileset"])
     assert record.seeds == {"analysis.seed": 5, "analysis.train.seed": 5}
     # the inline configuration was a temporary file: the rerun uses the recorded content
     again = tmp_path / "again"
     r = invoke(["rerun", tmp_path / "features", "-o", again])
     assert r.exit_code == 0, r.output
-    assert "using the content recorded with it" in r.text
+    assert "WARNING" not in r.text  # an inline configuration is no file that went missing
     pd.testing.assert_frame_equal(table, read_table(again))
+    rerun_config = read_record(again).config_files["config"]
+    assert rerun_config == {**record.config_files["config"], "path": rerun_config["path"]}
     assert read_record(again).analysis == record.analysis
 
 
