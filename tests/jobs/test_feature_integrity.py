@@ -22,6 +22,7 @@ from adhunt.jobs.cli import app
 from adhunt.jobs.features import run_features
 from adhunt.manifest import load_manifest, write_manifest
 from adhunt.processors.features import FeatureConfig, FeatureInputError
+from adhunt.runrecord import RECORD_NAME
 from adhunt.tables import FeatureTableError, read_table
 
 KINDS = (["dijet"] * 6 + ["monojet", "soft", "nan"]) * 20  # 180 events per file
@@ -41,8 +42,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file below ``root`` (hidden ones included) by relative path."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file below ``root`` (hidden ones included) by relative path, but the run record
+    that the CLI writes (its times differ from run to run; the library writes none)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != RECORD_NAME
+    }
 
 
 def features_cmd(fileset: Path, out: Path, *extra: str) -> list[str]:
