@@ -1,9 +1,9 @@
 """coffea's iterative and futures executors with our progress bar (events/s), imported only when
 chunks run.
 
-coffea draws its own bar (``status=True``, ``coffea.util.rich_bar``) on stdout, counting chunks
-(``chunk/s``), and prints it even when stdout is not a terminal. Here its bar stays off
-(``status=False``) and :class:`ChunkBar` draws :func:`adhunt.jobs.reporting.progress_bar` instead,
+coffea draws its own bar (``coffea.util.rich_bar``) on stdout, counting chunks (``chunk/s``),
+whatever ``status`` says, and prints it even when stdout is not a terminal. Here coffea's console
+is kept quiet during the call and :class:`ChunkBar` draws :func:`adhunt.jobs.reporting.progress_bar` instead,
 counting events when the items are chunks (``WorkItem``: entry ranges) and items otherwise
 (preprocessing: files), and only where :func:`~adhunt.jobs.reporting.show_progress` allows.
 The executors' own logic is untouched: the iterative one gets a function that counts each item
@@ -65,7 +65,8 @@ class ChunkBar:
 
 @contextlib.contextmanager
 def _coffea_bars_off() -> Any:
-    """coffea's futures executor draws its bar whatever ``status`` says (``_watcher``), on its
+    """coffea's iterative and futures executors draw their bar whatever ``status`` says (the
+    iterative one passes it as a task field, the futures ``_watcher`` ignores it), on coffea's
     own stdout console: keep that console quiet during the call."""
     from coffea.util import coffea_console
 
@@ -86,8 +87,9 @@ class ProgressIterativeExecutor(processor.IterativeExecutor):
 
     def __call__(self, items: Any, function: Callable, accumulator: Any) -> Any:
         if len(items) == 0 or not self.show_progress or not show_progress():
-            return super().__call__(items, function, accumulator)
-        with ChunkBar(items, self.desc, self.unit) as bar:
+            with _coffea_bars_off():
+                return super().__call__(items, function, accumulator)
+        with _coffea_bars_off(), ChunkBar(items, self.desc, self.unit) as bar:
 
             def counted(item: Any) -> Any:
                 out = function(item)
