@@ -130,3 +130,69 @@ def test_cli_prints_the_summary_and_refuses_in_one_line(inputs, tmp_path):
     errors = [line for line in r.output.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "nothing to retry" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+# --------------------------------------------------------------------------------------------
+# adhunt infer: failed chunks keep the saved results; --retry-failed scores only those chunks
+# --------------------------------------------------------------------------------------------
+
+
+def test_infer_retry_failed_scores_only_the_failed_chunks(inputs, tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from adhunt.jobs.executors import ExecutorConfig
+    from adhunt.jobs.infer import run_infer
+    from adhunt.models.base import TrainConfig
+    from adhunt.models.registry import get_method
+    from adhunt.processors.inference import InferenceError, clear_model_cache
+    from adhunt.regions import SignalRegion
+
+    fileset, b = inputs
+    features = tmp_path / "features"
+    run_features(fileset, features, chunksize=CHUNK)
+    table = read_features(features)
+    low, high = np.quantile(table["mjj"], [0.3, 0.7])
+    fast = TrainConfig(backend="hgb", n_ensemble=1, hgb_max_iter=10, num_threads=1)
+    model = get_method("cwola")(
+        ["mj1", "delta_mj", "tau21_j1"], SignalRegion(float(low), float(high)), n_folds=2,
+        seed=3, config=fast,
+    ).fit(table)  # fmt: skip
+    models = {"cwola": model.save(tmp_path / "model")}
+    kwargs = {
+        "executor": ExecutorConfig("iterative", chunksize=CHUNK),
+        "reference": features,
+        "efficiencies": (0.2,),
+    }
+    clear_model_cache()
+    reference = run_infer(fileset, models, tmp_path / "ref", **kwargs)
+    assert reference.summary.failed == []
+
+    saved = spoil(b, tmp_path)
+    out = tmp_path / "infer"
+    first = run_infer(fileset, models, out, skip_bad_files=True, **kwargs)
+    qcd = read_summary(out).datasets["qcd"]
+    assert (qcd.events_in_fileset, qcd.events_processed, qcd.chunks_failed) == (120, 60, 3)
+    assert {f.file for f in qcd.failed} == {str(b)}
+    assert first.cutflow["qcd"]["events"] == 60
+    assert (out / ".partials").is_dir()  # kept for the retry
+
+    shutil.copy2(saved, b)
+    other = {**kwargs, "efficiencies": (0.1,)}
+    with pytest.raises(InferenceError, match="configuration differs"):
+        run_infer(fileset, models, out, retry_failed=True, **other)
+    caplog.set_level(logging.INFO, logger="adhunt")
+    retried = run_infer(fileset, models, out, retry_failed=True, **kwargs)
+    text = caplog.text
+    assert "skipping 6 of 9 chunk(s) already done" in text, text
+    assert "processed 60 events in" in text, text  # only the failed file's chunks ran
+    assert [s.chunks_failed for s in read_summary(out).datasets.values()] == [0, 0]
+    assert not (out / ".partials").exists()
+    assert retried.cutflow == reference.cutflow and retried.scored == reference.scored
+    va, vb = retried.histogram.view(flow=True), reference.histogram.view(flow=True)
+    np.testing.assert_array_equal(va["value"], vb["value"])
+    np.testing.assert_array_equal(va["variance"], vb["variance"])
+
+    with pytest.raises(InferenceError, match="nothing to retry"):
+        run_infer(fileset, models, out, retry_failed=True, **kwargs)
