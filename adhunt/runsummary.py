@@ -160,16 +160,21 @@ def dataset_summary(
     entries: Mapping[str, int],
     done: Iterable[tuple[str, int, int]],
     failed: Iterable[FailedChunk],
+    chunks: Iterable[tuple[str, int, int]] = (),
 ) -> DatasetSummary:
     """The counts of one dataset from its readable input files' ``entries``, its ``done`` chunks
-    ``(file, start, stop)`` and its failures (whole files among them count as unknown entries)."""
+    ``(file, start, stop)``, its failures (whole files among them count as unknown entries, and
+    as one chunk each) and the ``chunks`` it expects besides (an interrupted run's pending
+    ones)."""
     done = list(done)
     failed = list(failed)
     whole = [f for f in failed if f.whole_file and f.file not in entries]
+    expected = {tuple(c) for c in chunks} | {tuple(c) for c in done}
+    expected |= {(f.file, f.start, f.stop) for f in failed}
     return DatasetSummary(
         events_in_fileset=sum(int(n) for n in entries.values()),
         events_processed=sum(b - a for _, a, b in done),
-        chunks_expected=len(done) + len(failed),
+        chunks_expected=len(expected),
         chunks_done=len(done),
         failed=failed,
         unknown_files=len(whole),
@@ -195,7 +200,7 @@ def summary_from_manifest(
         for i in record.inputs:
             inputs[i["path"]] = {k: v for k, v in i.items() if k in ("path", "size", "mtime_ns")}
         failed = [FailedChunk(f[0], int(f[1]), f[2], f[3]) for f in record.failed]
-        out[name] = dataset_summary(entries, record.done, failed)
+        out[name] = dataset_summary(entries, record.done, failed, record.chunks)
     fp = fingerprint({"datasets": sorted(fps)}) if fps else ""
     return RunSummary("features", out, fp, inputs, seconds)
 
