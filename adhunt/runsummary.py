@@ -74,13 +74,13 @@ class DatasetSummary:
 class RunSummary:
     """Every dataset of one run, plus what identifies the run (``command``; ``fingerprint``: the
     configuration's hash; ``inputs``: input file -> identity), so a retry can refuse another run's
-    summary."""
+    summary. Nothing in it depends on timing: a resumed run writes the same bytes as an
+    uninterrupted one."""
 
     command: str
     datasets: dict[str, DatasetSummary] = field(default_factory=dict)
     fingerprint: str = ""
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float | None = None
 
     @property
     def failed(self) -> list[tuple[str, FailedChunk]]:
@@ -101,7 +101,6 @@ class RunSummary:
             "command": self.command,
             "fingerprint": self.fingerprint,
             "inputs": dict(sorted(self.inputs.items())),
-            "seconds": self.seconds,
             "datasets": datasets,
         }
 
@@ -133,7 +132,6 @@ class RunSummary:
             datasets=datasets,
             fingerprint=str(data.get("fingerprint", "")),
             inputs={k: dict(v) for k, v in (data.get("inputs") or {}).items()},
-            seconds=data.get("seconds"),
         )
 
 
@@ -181,9 +179,7 @@ def dataset_summary(
     )
 
 
-def summary_from_manifest(
-    manifest: Any, datasets: Iterable[str], seconds: float | None = None
-) -> RunSummary:
+def summary_from_manifest(manifest: Any, datasets: Iterable[str]) -> RunSummary:
     """The summary of a feature directory's ``datasets``: a view of its manifest
     (:class:`adhunt.manifest.Manifest`): done chunks, failed chunks, input entries."""
     from adhunt.manifest import fingerprint
@@ -202,7 +198,7 @@ def summary_from_manifest(
         failed = [FailedChunk(f[0], int(f[1]), f[2], f[3]) for f in record.failed]
         out[name] = dataset_summary(entries, record.done, failed, record.chunks)
     fp = fingerprint({"datasets": sorted(fps)}) if fps else ""
-    return RunSummary("features", out, fp, inputs, seconds)
+    return RunSummary("features", out, fp, inputs)
 
 
 def summary_table(summary: RunSummary, title: str) -> Any:

@@ -382,9 +382,7 @@ def run_features(
         if (i.dataset, i.filename, i.entrystart, i.entrystop) in done_now
     )
     log_rate(logger, processed, seconds)
-    return _write_reports(
-        output_dir, manifest, list(files), config, exec_config, n_done, seconds=seconds
-    )
+    return _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
 
 
 def log_rate(log: logging.Logger, events: int, seconds: float, what: str = "processed") -> None:
@@ -476,7 +474,6 @@ def _write_reports(
     config: Any,
     exec_config: Any,
     n_done: int,
-    seconds: float | None = None,
 ) -> FeatureRunResult:
     """``cutflow.json`` and ``features_config.json`` of every dataset in the directory (from the
     manifest, so a resumed run writes the same as an uninterrupted one) and the run's result."""
@@ -517,7 +514,7 @@ def _write_reports(
     run_skipped = [s for s in skipped if s["dataset"] in run_datasets]
     from adhunt.runsummary import summary_from_manifest, write_summary
 
-    summary = summary_from_manifest(manifest, run_datasets, seconds)
+    summary = summary_from_manifest(manifest, run_datasets)
     write_summary(output_dir, summary)
     return FeatureRunResult(
         output_dir=output_dir,

@@ -527,7 +527,6 @@ def run_infer(
 
     seconds = time.perf_counter() - started
     summary = _run_summary(datasets, good, entries, bad, chunks, out, result, key, identities)
-    summary.seconds = seconds
     done_now = {tuple(c) for c in out["chunks"]}
     processed = sum(int(c.entrystop) - int(c.entrystart) for c in todo if _chunk_key(c) in done_now)
     skipped, cutflow = summarize_run(out, bad, good, entries, datasets)

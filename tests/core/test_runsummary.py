@@ -29,7 +29,7 @@ def make(tmp_path):
     from adhunt.manifest import file_identity
 
     inputs = {p: file_identity(p) for p in (a, b)}
-    return RunSummary("features", {"qcd": qcd}, "fp", inputs, 1.5), (a, b, c)
+    return RunSummary("features", {"qcd": qcd}, "fp", inputs), (a, b, c)
 
 
 def test_counts(tmp_path):
