@@ -424,9 +424,9 @@ def _check_retry(
                 f"dataset {dataset!r}: the recorded run used --chunksize {before.chunksize}; "
                 f"retry with --chunksize {before.chunksize}"
             )
-    recorded = rs.summary_from_manifest(manifest, list(files))
+    now = rs.summary_from_manifest(mf.Manifest(dict(records)), list(files))
     try:
-        rs.check_retry(summary, "features", files, identities, recorded.fingerprint)
+        rs.check_retry(summary, "features", files, identities, now.fingerprint)
     except rs.SummaryError as err:
         raise FeatureInputError(str(err)) from err
     for i in items:
