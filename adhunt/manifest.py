@@ -97,6 +97,9 @@ class DatasetRecord:
     depends: dict[str, Any] = field(default_factory=dict)
     done: list[Chunk] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: chunks that failed or were skipped, ``[file, start, stop, reason]`` (a whole unusable file:
+    #: ``[file, 0, None, reason]``); ``adhunt.runsummary`` reports them, --retry-failed reruns them
+    failed: list[list[Any]] = field(default_factory=list)
     cutflow: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     status: str = "running"
@@ -123,6 +126,10 @@ class DatasetRecord:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["chunks"] = [(str(f), int(a), int(b)) for f, a, b in data.get("chunks", [])]
         kwargs["done"] = [(str(f), int(a), int(b)) for f, a, b in data.get("done", [])]
+        kwargs["failed"] = [
+            [str(f), int(a), None if b is None else int(b), str(r)]
+            for f, a, b, r in data.get("failed", [])
+        ]
         return cls(**kwargs)
 
 

@@ -1,7 +1,7 @@
 """Dask pieces of :mod:`adhunt.jobs.executors`, imported only when dask runs the chunks.
 
-:class:`ProgressDaskExecutor` gives ``--executor dask`` the progress bar coffea draws for its
-iterative and futures executors; :class:`QuietTaskErrors` keeps a failed task's traceback out of
+:class:`ProgressDaskExecutor` gives ``--executor dask`` the progress bar of our iterative and
+futures executors (:mod:`adhunt.jobs.progressexec`, events/s); :class:`QuietTaskErrors` keeps a failed task's traceback out of
 the LocalCluster workers' log (the driver reports the error in one line).
 """
 
@@ -39,20 +39,23 @@ class QuietTaskErrors(WorkerPlugin):
 
 @dataclass
 class ProgressDaskExecutor(processor.DaskExecutor):
-    """coffea's DaskExecutor with the progress bar of its iterative and futures executors.
+    """coffea's DaskExecutor with the progress bar of our iterative and futures executors
+    (:class:`adhunt.jobs.progressexec.ChunkBar`: events/s over chunks, files in preprocessing).
 
     coffea's own dask bar (``status=True``) prints the worker's traceback when a task fails;
     this one counts the finished chunk tasks, and stays silent on failure (the caller reports
-    the error). ``show_progress=False``: no bar.
+    the error). ``show_progress=False``, ``--quiet`` or no terminal: no bar.
     """
 
     show_progress: bool = True
 
     def __call__(self, items: Any, function: Any, accumulator: Any) -> Any:
-        if not self.show_progress or len(items) == 0 or self.use_dataframes:
+        from adhunt.jobs.reporting import show_progress
+
+        if not self.show_progress or not show_progress() or len(items) == 0 or self.use_dataframes:
             return super().__call__(items, function, accumulator)
         client = self.client
-        watcher = _TaskWatcher(client, len(items), self.desc, self.unit)
+        watcher = _TaskWatcher(client, items, self.desc, self.unit)
         self.client = watcher
         try:
             return super().__call__(items, function, accumulator)
@@ -63,18 +66,22 @@ class ProgressDaskExecutor(processor.DaskExecutor):
 
 class _TaskWatcher:
     """Stands in for the client during one executor call: passes everything through, and
-    draws coffea's progress bar over the first ``total`` tasks mapped (the chunks; the tree
-    reduction comes after them). Finished futures are dropped at once, so that holding them
-    never keeps a chunk's result in the cluster's memory."""
+    draws the bar over the tasks mapped on ``items`` (the chunks; the tree reduction comes
+    after them), each counting its chunk's events. Finished futures are dropped at once, so
+    that holding them never keeps a chunk's result in the cluster's memory."""
 
-    def __init__(self, client: Any, total: int, desc: str, unit: str) -> None:
+    def __init__(self, client: Any, items: Any, desc: str, unit: str) -> None:
+        from adhunt.jobs.progressexec import ChunkBar
+
         self._client = client
-        self._total = total
-        self._pending: list[Any] = []
+        self._items = list(items)
+        self._total = len(self._items)
+        self._bar = ChunkBar(self._items, desc, unit)
+        self._pending: list[tuple[Any, Any]] = []
         self._mapped = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._draw, args=(desc, unit), daemon=True)
+        self._thread = threading.Thread(target=self._draw, daemon=True)
         self._thread.start()
 
     def __getattr__(self, name: str) -> Any:
@@ -84,21 +91,24 @@ class _TaskWatcher:
         futures = self._client.map(*args, **kwargs)
         with self._lock:
             if self._mapped < self._total:
-                self._pending.extend(futures)
+                items = list(args[1]) if len(args) > 1 else [None] * len(futures)
+                # coffea maps (item, processor future) pairs when it ships a heavy input
+                items = [i[0] if isinstance(i, tuple) else i for i in items]
+                self._pending.extend(zip(futures, items, strict=False))
                 self._mapped += len(futures)
         return futures
 
-    def _draw(self, desc: str, unit: str) -> None:
-        from coffea.util import rich_bar
-
-        with rich_bar() as bar:
-            task = bar.add_task(desc, total=self._total, unit=unit)
+    def _draw(self) -> None:
+        with self._bar as bar:
             stopping = False
             while True:
                 with self._lock:
-                    self._pending = [f for f in self._pending if not f.done()]
+                    state = [(f, i, f.done()) for f, i in self._pending]
+                    finished = [i for _, i, is_done in state if is_done]
+                    self._pending = [(f, i) for f, i, is_done in state if not is_done]
                     done = self._mapped - len(self._pending)
-                bar.update(task, completed=done, refresh=True)
+                for item in finished:
+                    bar.count(item)
                 if done >= self._total or stopping:
                     break
                 stopping = self._stop.wait(0.2)  # then one last count

@@ -14,9 +14,10 @@ Retries are off: our inputs are local files, so a failure is deterministic and r
 delays (and triplicates) the error message. Every executor gets the same chunking, so outputs
 are identical whichever runs them.
 
-Progress: coffea draws a bar for the iterative and futures executors; dask gets the same bar
-from :class:`ProgressDaskExecutor` (coffea's own dask bar would print the worker's traceback on
-a failure, before our one-line error). A failing task's traceback is also kept out of the
+Progress: every executor draws :func:`adhunt.jobs.reporting.progress_bar` with events/s over
+the chunks (:mod:`adhunt.jobs.progressexec`; dask: :class:`ProgressDaskExecutor`, as coffea's own
+dask bar would print the worker's traceback on a failure, before our one-line error); coffea's
+own bars stay off (they count chunks and print to stdout even when it is not a terminal). A failing task's traceback is also kept out of the
 LocalCluster workers' log unless debugging (``-v``): the driver reports the error, once.
 """
 
@@ -85,8 +86,13 @@ def coffea_runner(
     config: ExecutorConfig,
     schema: type | None = None,
     skip_exceptions: tuple[type[BaseException], ...] = (),
+    show_progress: bool = True,
 ) -> Iterator:
     """A ready ``coffea.processor.Runner``; closes whatever cluster/client it opened on exit.
+
+    ``show_progress``: a bar per executor call (events/s over chunks; see
+    :mod:`adhunt.jobs.progressexec`), drawn only on a terminal and not with ``--quiet``; False
+    when the caller draws its own.
 
     ``schema`` is the NanoEvents schema class (default NanoAODSchema). With ``skip_bad_files``
     coffea skips chunks/files raising ``OSError`` or any of ``skip_exceptions`` instead of failing;
@@ -100,16 +106,23 @@ def coffea_runner(
         skip = (OSError, *skip_exceptions)
 
     with contextlib.ExitStack() as stack:
+        from adhunt.jobs.progressexec import ProgressFuturesExecutor, ProgressIterativeExecutor
+
         if config.executor == "iterative":
-            executor = processor.IterativeExecutor(status=False, retries=0)
+            executor = ProgressIterativeExecutor(
+                status=False, retries=0, show_progress=show_progress
+            )
         elif config.executor == "futures":
-            executor = processor.FuturesExecutor(workers=config.workers, status=False, retries=0)
+            executor = ProgressFuturesExecutor(
+                workers=config.workers, status=False, retries=0, show_progress=show_progress
+            )
         else:
             from adhunt.jobs.daskexec import ProgressDaskExecutor
 
             executor = ProgressDaskExecutor(
-                client=stack.enter_context(_dask_client(config)), status=False, retries=0
-            )
+                client=stack.enter_context(_dask_client(config)), status=False, retries=0,
+                show_progress=show_progress,
+            )  # fmt: skip
         yield processor.Runner(
             executor=executor,
             chunksize=config.chunksize,

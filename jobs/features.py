@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from adhunt.clusters import ClusterConfig
     from adhunt.inputs import DatasetWeights
     from adhunt.processors.features import FeatureConfig
+    from adhunt.runsummary import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class FeatureRunResult:
     warnings: list[str] = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)  # per dataset, see adhunt.manifest
     resumed_chunks: int = 0  # chunks found done on disk and not processed again
+    summary: RunSummary | None = None  # adhunt.runsummary, also in run_summary.json
 
 
 def check_inputs(
@@ -151,6 +153,7 @@ def run_features(
     overwrite: bool = False,
     cluster: ClusterConfig | None = None,
     restart: bool = False,
+    retry_failed: bool = False,
 ) -> FeatureRunResult:
     """Compute feature tables for every dataset of ``fileset`` into ``output_dir``.
 
@@ -167,8 +170,16 @@ def run_features(
     incomplete and the same call resumes it. The output directory
     is checked first (:func:`adhunt.outputs.check_output_dir`: a non-empty directory must be an
     earlier features output, unless ``overwrite``), and so is every dataset directory it holds.
+
+    ``run_summary.json`` (:mod:`adhunt.runsummary`) says per dataset how many events were
+    processed out of those in the fileset and lists every failed chunk with its reason;
+    ``retry_failed`` reads it and processes only those chunks (refused when nothing failed or the
+    fileset, its files or the configuration differ from the recorded run's).
     """
+    import time
+
     from adhunt import manifest as mf
+    from adhunt import runsummary as rs
     from adhunt.config import config_to_dict
     from adhunt.inputs import load_lumi_mask
     from adhunt.jobs.executors import ExecutorConfig, coffea_runner
@@ -184,6 +195,14 @@ def run_features(
     config = config or FeatureConfig()
     exec_config = ExecutorConfig(executor, workers, chunksize, scheduler, skip_bad_files, cluster)
     output_dir = check_output_dir(output_dir, command="features", overwrite=overwrite)
+    retry: rs.RunSummary | None = None
+    if retry_failed:
+        try:
+            retry = rs.read_summary(output_dir)
+        except rs.SummaryError as err:
+            raise FeatureInputError(str(err)) from err
+        if restart:
+            raise FeatureInputError("--retry-failed and --restart contradict")
     datasets = load_datasets(fileset, config.tree, dedupe_files=dedupe_files)
     files = {d: entry["files"] for d, entry in datasets.items()}
     for dataset in files:  # the chunk tables go to <output_dir>/<dataset>/
@@ -248,6 +267,9 @@ def run_features(
                     if b["dataset"] == dataset
                 ],
             )
+        if retry is not None:
+            _check_retry(output_dir, retry, manifest, records, files, identities, items)
+        for dataset in files:
             try:
                 done_before[dataset] = mf.prepare_dataset(
                     output_dir,
@@ -324,6 +346,7 @@ def run_features(
                 # the reports say what the directory now holds, marked incomplete
                 _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
 
+        started = time.perf_counter()
         try:
             if todo:
                 result = runner.run(todo, processor_instance, treename=None)["out"]
@@ -341,6 +364,7 @@ def run_features(
             raise FeatureInputError(_describe(err)) from err
 
     finish("complete")
+    seconds = time.perf_counter() - started
     # every chunk on disk counts as processed, including those done before a resume
     out["chunks"] = [(d, f, a, b) for d in records for f, a, b in manifest.datasets[d].done]
     skipped, _ = summarize_run(out, bad, good, entries, files)
@@ -349,8 +373,98 @@ def run_features(
             manifest.datasets[item["dataset"]].skipped.append(
                 {"file": item["file"], "reason": item["reason"]}
             )
+    _record_failures(manifest, records, bad, todo, out["errors"])
     mf.write_manifest(output_dir, manifest)
+    done_now = {(d, *c) for d in records for c in manifest.datasets[d].done}
+    processed = sum(
+        i.entrystop - i.entrystart
+        for i in todo
+        if (i.dataset, i.filename, i.entrystart, i.entrystop) in done_now
+    )
+    log_rate(logger, processed, seconds)
     return _write_reports(output_dir, manifest, list(files), config, exec_config, n_done)
+
+
+def log_rate(log: logging.Logger, events: int, seconds: float, what: str = "processed") -> None:
+    """The one closing line of a processing step: N events in T s (X events/s)."""
+    rate = events / seconds if seconds > 0 else 0.0
+    log.info("%s %d events in %.1f s (%.0f events/s)", what, events, seconds, rate)
+
+
+def _check_retry(
+    output_dir: Path,
+    summary: Any,
+    manifest: Any,
+    records: dict[str, Any],
+    files: dict[str, Any],
+    identities: dict[str, Any],
+    items: list[Any],
+) -> None:
+    """Refuse a --retry-failed the recorded run cannot serve (one-line FeatureInputError): see
+    :func:`adhunt.runsummary.check_retry`; also every chunk that is not done on disk must be one
+    of the recorded failures (nothing else is recomputed)."""
+    from adhunt import manifest as mf
+    from adhunt import runsummary as rs
+    from adhunt.processors.features import FeatureInputError
+    from adhunt.tables import chunk_filename
+
+    for dataset, record in records.items():
+        before = manifest.datasets.get(dataset)
+        if before is None:
+            raise FeatureInputError(f"dataset {dataset!r} is not in the recorded run")
+        if before.fingerprint != record.fingerprint:
+            differ = "; ".join(mf.config_differences(before.features, record.features))
+            raise FeatureInputError(
+                f"dataset {dataset!r}: the configuration differs from the recorded run's "
+                f"({differ or 'weights or adhunt version'}, old vs new); rerun without "
+                "--retry-failed"
+            )
+        if before.chunksize != record.chunksize:
+            raise FeatureInputError(
+                f"dataset {dataset!r}: the recorded run used --chunksize {before.chunksize}; "
+                f"retry with --chunksize {before.chunksize}"
+            )
+    now = rs.summary_from_manifest(mf.Manifest(dict(records)), list(files))
+    try:
+        rs.check_retry(summary, "features", files, identities, now.fingerprint)
+    except rs.SummaryError as err:
+        raise FeatureInputError(str(err)) from err
+    for i in items:
+        path = output_dir / chunk_filename(i.dataset, i.filename, i.entrystart, i.entrystop)
+        fp = records[i.dataset].fingerprint
+        if path.is_file() and mf.stamp_matches(
+            mf.chunk_stamp(path), fp, identities.get(i.filename, {})
+        ):
+            continue
+        if not rs.retried(summary, i.dataset, i.filename, i.entrystart, i.entrystop):
+            raise FeatureInputError(
+                f"chunk {i.filename} entries {i.entrystart}-{i.entrystop} (dataset "
+                f"{i.dataset!r}) is neither done nor a recorded failure; rerun without "
+                "--retry-failed to complete the directory"
+            )
+
+
+def _record_failures(
+    manifest: Any, records: dict[str, Any], bad: list[dict[str, str]], todo: list[Any], errors: list
+) -> None:
+    """Each dataset's failures into its manifest record: unusable files (whole) and the chunks of
+    this run that are not done (with the processor's reason, or coffea's skip)."""
+    reasons = {(d, f, a, b): r for d, f, a, b, r in errors}
+    for dataset in records:
+        record = manifest.datasets.get(dataset)
+        if record is None:
+            continue
+        done = set(record.done)
+        failed = [[b["file"], 0, None, b["reason"]] for b in bad if b["dataset"] == dataset]
+        for i in todo:
+            key = (i.dataset, i.filename, i.entrystart, i.entrystop)
+            if i.dataset != dataset or key[1:] in done:
+                continue
+            reason = reasons.get(
+                key, "not processed (coffea skipped the chunk; see the worker log)"
+            )
+            failed.append([i.filename, i.entrystart, i.entrystop, reason])
+        record.failed = failed
 
 
 def _write_reports(
@@ -398,6 +512,10 @@ def _write_reports(
         output_dir / chunk_filename(d, *c) for d in run_datasets for c in records[d].done
     )
     run_skipped = [s for s in skipped if s["dataset"] in run_datasets]
+    from adhunt.runsummary import summary_from_manifest, write_summary
+
+    summary = summary_from_manifest(manifest, run_datasets)
+    write_summary(output_dir, summary)
     return FeatureRunResult(
         output_dir=output_dir,
         files=files,
@@ -406,6 +524,7 @@ def _write_reports(
         warnings=[w for d in run_datasets for w in records[d].warnings],
         status={d: records[d].status for d in run_datasets},
         resumed_chunks=n_done,
+        summary=summary,
     )
 
 
@@ -505,6 +624,27 @@ def _unprocessed(
     return missing
 
 
+RetryFailedOption = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Process only the chunks that failed in the run recorded in OUTPUT/run_summary.json.",
+    ),
+]
+
+
+def report_summary(summary: Any, title: str) -> None:
+    """The end of a run on the console: the summary table, then each failed chunk and why."""
+    from adhunt.jobs.reporting import console
+    from adhunt.runsummary import summary_table
+
+    if summary is None:
+        return
+    console.print(summary_table(summary, title))
+    for dataset, failed in summary.failed:
+        logger.warning("failed chunk %s (dataset %s): %s", failed.label(), dataset, failed.reason)
+
+
 def cutflow_table(cutflow: dict[str, dict[str, int]], title: str) -> Any:
     """A rich table of a cutflow ``{dataset: {step: n}}``: counts and efficiency w.r.t. events read."""
     from rich.table import Table
@@ -600,6 +740,7 @@ def features(
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
     restart: RestartOption = False,
+    retry_failed: RetryFailedOption = False,
 ) -> None:
     """Extract dijet features from a fileset through the Coffea feature processor."""
     checked_output(output, command="features", overwrite=overwrite)
@@ -669,6 +810,7 @@ def features(
             overwrite=overwrite,
             cluster=exe.cluster,
             restart=restart,
+            retry_failed=retry_failed,
         )
     except KeyboardInterrupt as err:
         logger.error(
@@ -682,6 +824,5 @@ def features(
         raise typer.Exit(code=1) from err
 
     console.print(cutflow_table(result.cutflow, f"cutflow ({output})"))
-    for item in result.skipped:
-        logger.warning("skipped %s: %s", item["file"], item["reason"])
+    report_summary(result.summary, f"run summary ({output})")
     logger.info("wrote %d feature table(s) to %s", len(result.files), output)

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
+from adhunt.jobs.features import RetryFailedOption
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
     AllowPartialOption,
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
     from adhunt.jobs.executors import ExecutorConfig
     from adhunt.models.base import ResonantModel
     from adhunt.processors.features import FeatureConfig
+    from adhunt.runsummary import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class InferResult:
     model_loads: dict[str, int] = field(default_factory=dict)
     devices: dict[str, list[str]] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
+    summary: RunSummary | None = None  # adhunt.runsummary, also in run_summary.json
 
 
 def parse_model_specs(specs: Iterable[str]) -> dict[str, Path]:
@@ -334,6 +337,8 @@ def run_infer(
     allow_duplicates: bool = False,
     overwrite: bool = False,
     restart: bool = False,
+    retry_failed: bool = False,
+    progress_unit: str = "chunks",
 ) -> InferResult:
     """Score every event of ``fileset`` with ``models`` ({name: artifact dir}) into histograms.
 
@@ -348,10 +353,20 @@ def run_infer(
     the end, so the same call after an interrupt processes only the missing chunks and gives the
     same histograms; ``restart`` discards the saved results. They are removed once the outputs
     are written.
+
+    ``run_summary.json`` (:mod:`adhunt.runsummary`) says per dataset how many events were
+    processed out of those in the fileset and lists every failed chunk (``skip_bad_files``)
+    with its reason; while any failed, the saved results stay under ``.partials`` and
+    ``retry_failed`` processes only the failed chunks and merges them with the saved ones
+    (refused when nothing failed, or the fileset, its files, the models or the configuration
+    differ from the recorded run's). ``progress_unit="events"``: ``progress`` counts events.
     """
+    import time
+
     from coffea.processor import accumulate
 
     import adhunt
+    from adhunt import runsummary as rs
     from adhunt.config import config_to_dict
     from adhunt.filesets import load_datasets
     from adhunt.histograms import (
@@ -374,6 +389,14 @@ def run_infer(
 
     # --- options -------------------------------------------------------------------------------
     output = check_output_dir(output, command="infer", overwrite=overwrite)
+    retry: rs.RunSummary | None = None
+    if retry_failed:
+        if restart:
+            raise InferenceError("--retry-failed and --restart contradict")
+        try:
+            retry = rs.read_summary(output)
+        except rs.SummaryError as err:
+            raise InferenceError(str(err)) from err
     if mode not in SCORE_MODES:
         raise InferenceError(f"score mode must be one of {SCORE_MODES}, got {mode!r}")
     if reference_selection not in REFERENCE_SELECTIONS:
@@ -448,6 +471,11 @@ def run_infer(
         {"adhunt": adhunt.__version__, "models": [[r.name, r.digest, list(r.thresholds)] for r in refs],
          "efficiencies": list(effs), "mjj_edges": list(edges), "mode": mode, "datasets": datasets},
     )  # fmt: skip
+    if retry is not None:
+        try:
+            rs.check_retry(retry, "infer", files, identities, key)
+        except rs.SummaryError as err:
+            raise InferenceError(str(err)) from err
     output.mkdir(parents=True, exist_ok=True)
     proc = InferenceProcessor(
         refs, effs, feature_config, edges, mode, datasets, num_threads,
@@ -455,14 +483,22 @@ def run_infer(
         partials={"dir": str(output.resolve()), "key": key, "inputs": identities},
     )  # fmt: skip
     out = proc.empty_output()
+    chunks: list[Any] = []
+    todo: list[Any] = []
+    result: dict[str, Any] = {"errors": []}
+    started = time.perf_counter()
     if good:
         runnable = {d: {"files": {f: files[d][f] for f in names}} for d, names in good.items()}
         schema = feature_config.schema_class
-        with coffea_runner(exec_config, schema, (FeatureInputError,)) as runner:
+        with coffea_runner(
+            exec_config, schema, (FeatureInputError,), show_progress=progress is None
+        ) as runner:
             try:
                 chunks = list(runner.preprocess(runnable, treename=None))
                 done = _saved_partials(output, chunks, proc, key, identities, restart)
                 todo = [c for c in chunks if _chunk_key(c) not in done]
+                if retry is not None:
+                    _check_retry_chunks(retry, todo)
                 if done:
                     logger.info(
                         "skipping %d of %d chunk(s) already done (%s); %d to process",
@@ -470,7 +506,8 @@ def run_infer(
                     )  # fmt: skip
                 if gpu:
                     _check_resources(runner, gpu)
-                result = _execute(runner, todo, proc, exec_config, progress, gpu)
+                started = time.perf_counter()
+                result = _execute(runner, todo, proc, exec_config, progress, gpu, progress_unit)
             except (FeatureInputError, InferenceError, ConnectionError):
                 raise
             except Exception as err:
@@ -488,6 +525,10 @@ def run_infer(
         out = accumulate([out, *parts])
         out["errors"] = list(result["errors"])
 
+    seconds = time.perf_counter() - started
+    summary = _run_summary(datasets, good, entries, bad, chunks, out, result, key, identities)
+    done_now = {tuple(c) for c in out["chunks"]}
+    processed = sum(int(c.entrystop) - int(c.entrystart) for c in todo if _chunk_key(c) in done_now)
     skipped, cutflow = summarize_run(out, bad, good, entries, datasets)
     scored = {d: int(out["scored"].get(d, 0)) for d in datasets}
     weighted = {d: float(out["weighted"].get(d, 0.0)) for d in datasets}
@@ -558,7 +599,12 @@ def run_infer(
         "files": {k: str(v) for k, v in paths.items()},
     }
     _atomic_write(paths["json"], (json.dumps(doc, indent=2) + "\n").encode())
-    shutil.rmtree(output / mf.PARTIALS_DIR, ignore_errors=True)
+    rs.write_summary(output, summary)
+    if not summary.failed:  # else kept for --retry-failed
+        shutil.rmtree(output / mf.PARTIALS_DIR, ignore_errors=True)
+    from adhunt.jobs.features import log_rate
+
+    log_rate(logger, processed, seconds)
     logger.info(
         "scored %d events with %d model(s) into %s", sum(scored.values()), len(loaded), output
     )
@@ -573,7 +619,64 @@ def run_infer(
         model_loads=dict(out["model_loads"]),
         devices=devices,
         workers=dict(out["workers"]),
+        summary=summary,
     )
+
+
+def _check_retry_chunks(summary: Any, todo: list) -> None:
+    """A --retry-failed processes recorded failures only: every chunk without a saved result
+    must be one (else the directory is not the recorded run's)."""
+    from adhunt.processors.inference import InferenceError
+    from adhunt.runsummary import retried
+
+    for chunk in todo:
+        if not retried(summary, *_chunk_key(chunk)):
+            dataset, filename, start, stop = _chunk_key(chunk)
+            raise InferenceError(
+                f"chunk {filename} entries {start}-{stop} (dataset {dataset!r}) has no saved "
+                "result and is not a recorded failure; rerun without --retry-failed"
+            )
+
+
+def _run_summary(
+    datasets: list[str],
+    good: Mapping[str, list[str]],
+    entries: Mapping[str, int],
+    bad: list[dict[str, str]],
+    chunks: list,
+    out: Mapping[str, Any],
+    result: Mapping[str, Any],
+    key: str,
+    identities: Mapping[str, Mapping[str, Any]],
+) -> Any:
+    """The run summary of an inference (:mod:`adhunt.runsummary`): done chunks are those whose
+    result was merged; failed ones are the unusable files and the chunks without a result."""
+    from adhunt import runsummary as rs
+
+    done = {tuple(c) for c in out["chunks"]}
+    reasons = {tuple(e[:4]): e[4] for e in result.get("errors", [])}
+    per: dict[str, Any] = {}
+    for dataset in datasets:
+        failed = [
+            rs.FailedChunk(b["file"], 0, None, b["reason"]) for b in bad if b["dataset"] == dataset
+        ]
+        finished = []
+        for c in chunks:
+            k = _chunk_key(c)
+            if k[0] != dataset:
+                continue
+            if k in done:
+                finished.append(k[1:])
+            else:
+                why = reasons.get(k, "not processed (coffea skipped the chunk; see the worker log)")
+                failed.append(rs.FailedChunk(k[1], k[2], k[3], why))
+        counts = {f: entries[f] for f in good.get(dataset, [])}
+        per[dataset] = rs.dataset_summary(counts, finished, failed)
+    inputs = {
+        i["path"]: {k: v for k, v in i.items() if k in ("path", "size", "mtime_ns")}
+        for i in identities.values()
+    }
+    return rs.RunSummary("infer", per, key, inputs)
 
 
 def _chunk_key(item: Any) -> tuple[str, str, int, int]:
@@ -619,6 +722,7 @@ def _execute(
     exec_config: ExecutorConfig,
     progress: Callable[[int, int], None] | None,
     gpu: Mapping[str, float],
+    unit: str = "chunks",
 ) -> dict[str, Any]:
     """Run the chunks, in batches when reporting progress; returns the summed accumulator.
 
@@ -628,12 +732,17 @@ def _execute(
     import dask
     from coffea.processor import accumulate
 
-    total = len(chunks)
-    if progress is None or total == 0:
+    def count(items: list) -> int:
+        if unit == "events":
+            return sum(int(c.entrystop) - int(c.entrystart) for c in items)
+        return len(items)
+
+    if progress is None or not chunks:
         batches = [chunks] if chunks else []
     else:
-        size = max(4 * exec_config.workers, math.ceil(total / 20))
-        batches = [chunks[i : i + size] for i in range(0, total, size)]
+        size = max(4 * exec_config.workers, math.ceil(len(chunks) / 20))
+        batches = [chunks[i : i + size] for i in range(0, len(chunks), size)]
+    total = count(chunks)
     annotate = dask.annotate(resources=dict(gpu)) if gpu else contextlib.nullcontext()
     outputs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -649,7 +758,7 @@ def _execute(
         for batch in batches:
             with annotate:
                 outputs.append(runner.run(batch, proc, treename="Events")["out"])
-            done += len(batch)
+            done += count(batch)
             if progress is not None:
                 progress(done, total)
     return accumulate(outputs) if outputs else proc.empty_output()
@@ -851,12 +960,13 @@ def infer(
     overwrite: OverwriteOption = False,
     allow_partial: AllowPartialOption = False,
     restart: RestartOption = False,
+    retry_failed: RetryFailedOption = False,
 ) -> None:
     """Score a fileset with trained models into mjj histograms per background-efficiency cut."""
     checked_output(output, command="infer", overwrite=overwrite)
     from adhunt.config import load_config
     from adhunt.jobs.executors import executor_from_options, print_job_script
-    from adhunt.jobs.features import cutflow_table
+    from adhunt.jobs.features import cutflow_table, report_summary
     from adhunt.jobs.reporting import console, progress_bar
     from adhunt.models.artifact import ArtifactError
     from adhunt.processors.features import FeatureConfig, FeatureInputError
@@ -874,7 +984,7 @@ def infer(
         effs = [float(e) for e in split_list(efficiencies) or []]
         specs = parse_model_specs(model)
         with partial_reading(allow_partial), progress_bar() as bar:
-            task = bar.add_task("infer (chunks)", total=None)
+            task = bar.add_task("infer", total=None, unit="events")
             result = run_infer(
                 fileset, specs, output, exec_config, reference=reference, efficiencies=effs,
                 feature_config=feature_config, mode=mode,
@@ -883,6 +993,7 @@ def infer(
                 reference_datasets=split_list(reference_datasets),
                 gpu_resource=_parse_resource(gpu_resource), overwrite=overwrite,
                 dedupe_files=dedupe_files, allow_duplicates=allow_duplicates, restart=restart,
+                retry_failed=retry_failed, progress_unit="events",
             )  # fmt: skip
     except KeyboardInterrupt as err:
         logger.error(
@@ -905,6 +1016,5 @@ def infer(
     console.print(cutflow_table(result.cutflow, f"cutflow ({output})"))
     for name, cuts in result.thresholds.items():
         logger.info("%s: %s", name, ", ".join(f"{k}: score >= {v:.4g}" for k, v in cuts.items()))
-    for item in result.skipped:
-        logger.warning("skipped %s: %s", item["file"], item["reason"])
+    report_summary(result.summary, f"run summary ({output})")
     logger.info("wrote %s", ", ".join(str(p) for p in result.paths.values()))

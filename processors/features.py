@@ -58,6 +58,7 @@ from adhunt.jets import (
     passes_trigger,
     to_fastjet_input,
 )
+from adhunt.processors.chunklog import chunk_logging
 from adhunt.schema import (
     EXTENDED_BETAS,
     EXTENDED_N_MAX,
@@ -289,6 +290,16 @@ class DijetFeatureProcessor(processor.ProcessorABC):
         self.stamps = stamps or {"fingerprint": {}, "inputs": {}}
 
     def process(self, events) -> dict:
+        """One chunk; its log records name it (``[dataset file:start-stop]``, see
+        :mod:`adhunt.processors.chunklog`)."""
+        meta = events.metadata
+        with chunk_logging(
+            meta["dataset"], meta["filename"], int(meta["entrystart"]), int(meta["entrystop"])
+        ):
+            logger.debug("processing %d event(s)", len(events))
+            return self._process(events)
+
+    def _process(self, events) -> dict:
         meta = events.metadata
         dataset, filename = meta["dataset"], meta["filename"]
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
@@ -302,6 +313,7 @@ class DijetFeatureProcessor(processor.ProcessorABC):
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
                 raise FeatureInputError(reason) from err
+            logger.info("chunk skipped (--skip-bad-files): %s", reason)
             return {
                 "cutflow": {},
                 "files": [],

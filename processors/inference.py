@@ -60,6 +60,7 @@ from adhunt.histograms import (
 )
 from adhunt.inputs import DatasetWeights
 from adhunt.models.artifact import METADATA_FILE, ArtifactError
+from adhunt.processors.chunklog import chunk_logging
 from adhunt.processors.features import FeatureConfig, FeatureInputError, compute_chunk
 from adhunt.tables import with_image_columns
 
@@ -273,6 +274,16 @@ class InferenceProcessor(processor.ProcessorABC):
         }
 
     def process(self, events) -> dict[str, Any]:
+        """One chunk; its log records name it (``[dataset file:start-stop]``, see
+        :mod:`adhunt.processors.chunklog`)."""
+        meta = events.metadata
+        with chunk_logging(
+            meta["dataset"], meta["filename"], int(meta["entrystart"]), int(meta["entrystop"])
+        ):
+            logger.debug("processing %d event(s)", len(events))
+            return self._process(events)
+
+    def _process(self, events) -> dict[str, Any]:
         meta = events.metadata
         dataset, filename = meta["dataset"], meta["filename"]
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
@@ -290,6 +301,7 @@ class InferenceProcessor(processor.ProcessorABC):
             reason = str(err) if isinstance(err, FeatureInputError) else f"{where}: {err!r}"
             if not self.skip_bad_chunks:
                 raise FeatureInputError(reason) from err
+            logger.info("chunk skipped (--skip-bad-files): %s", reason)
             out["errors"] = [(*chunk, reason)]
             return out
 
