@@ -1,6 +1,6 @@
 """Make the figures of the docs pages (docs/figures/*.png) from a real run of the chain.
 
-    python docs/make_figures.py            # ~5-10 minutes on 2 cores (less with a cached sample)
+    .venv/bin/python docs/make_figures.py   # 2 min on 2 cores with the demo sample cached, 8 without
 
 What it runs, in order (everything with the defaults of ``adhunt demo``, seed 20261124):
 
