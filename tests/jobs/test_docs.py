@@ -194,12 +194,22 @@ def test_command_lines_name_real_commands_and_options(page):
     assert not wrong, "\n".join(wrong)
 
 
+def _command_name(args: list[str]) -> str | None:
+    """The subcommand of ``adhunt ARGS``, past the root options (and a pending one's value)."""
+    args = list(args)
+    while args and args[0].startswith("-"):
+        option = args.pop(0)
+        if option in PENDING_ROOT_OPTIONS and "=" not in option and args:
+            args.pop(0)
+    return args[0] if args else None
+
+
 def test_every_command_is_documented():
     root = typer.main.get_command(app)
     shown = set()
     for page in PAGES:
         for _, line in _command_lines(page):
-            shown.update(args[0] for args in _invocations(line) if args)
+            shown.update(_command_name(args) for args in _invocations(line))
     undocumented = sorted(set(root.commands) - shown)
     assert not undocumented, f"commands shown in no README/docs code: {undocumented}"
 
@@ -216,4 +226,5 @@ def test_the_checker_catches_wrong_commands_and_options():
     assert "no option --verbos" in _check_invocation(root, ["--verbos", "scan"])
     calls = _invocations("adhunt features a.json -o out | tee log && .venv/bin/adhunt demo  # x")
     assert calls == [["features", "a.json", "-o", "out"], ["demo"]]
+    assert _command_name(["-q", "--analysis", "a.yaml", "scan", "--seed", "1"]) == "scan"
     assert _slug("Running on CMS NanoAOD / PFNanoAOD") == "running-on-cms-nanoaod--pfnanoaod"
