@@ -33,6 +33,7 @@ from adhunt.jobs.options import (
     OverwriteOption,
     QueueOption,
     RestartOption,
+    RetryFailedOption,
     SchedulerOption,
     SkipBadFilesOption,
     WalltimeOption,
@@ -622,15 +623,6 @@ def _unprocessed(
                     }
                 )
     return missing
-
-
-RetryFailedOption = Annotated[
-    bool,
-    typer.Option(
-        "--retry-failed",
-        help="Process only the chunks that failed in the run recorded in OUTPUT/run_summary.json.",
-    ),
-]
 
 
 def report_summary(summary: Any, title: str) -> None:

@@ -49,7 +49,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from adhunt.histograms import DEFAULT_EFFICIENCIES, HISTOGRAM_JSON_NAME
-from adhunt.jobs.features import RetryFailedOption
 from adhunt.jobs.options import (
     AllowDuplicatesOption,
     AllowPartialOption,
@@ -66,6 +65,7 @@ from adhunt.jobs.options import (
     OverwriteOption,
     QueueOption,
     RestartOption,
+    RetryFailedOption,
     SchedulerOption,
     SkipBadFilesOption,
     WalltimeOption,

@@ -38,6 +38,7 @@ __all__ = [
     "QueueOption",
     "RangeOption",
     "RestartOption",
+    "RetryFailedOption",
     "SchedulerOption",
     "SeedOption",
     "SkipBadFilesOption",
@@ -148,6 +149,15 @@ RestartOption = Annotated[
         "--restart",
         help="Start over: process every chunk again instead of resuming, and replace datasets "
         "of the output made with another configuration.",
+    ),
+]
+
+
+RetryFailedOption = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Process only the chunks that failed in the run recorded in OUTPUT/run_summary.json.",
     ),
 ]
 

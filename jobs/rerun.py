@@ -226,6 +226,10 @@ def run_again(
         options["overwrite"] = True
     if new_output is None and "restart" in options:
         options["restart"] = True  # repeat the run, do not resume it (features, infer, generate)
+    if options.get("retry_failed"):
+        # A record of a --retry-failed run describes the whole output (first run + retries):
+        # repeating it is one full run, not a retry of a summary the new output does not have.
+        options["retry_failed"] = False
     with _recorded_configs(record) as (replaced, copies):
         options.update(replaced)
         argv = command_line(command, options, source=f"run record of {output}")

@@ -21,11 +21,8 @@ from adhunt.jobs.cli import app
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# TODO(lead): `adhunt rerun` and the root option `--analysis` come with branch i11-config. Until
-# they exist the lines that use them are skipped; once merged they are checked like the others
-# (remove these two sets then, so that a later rename cannot go unnoticed).
-PENDING_COMMANDS = {"rerun"}
-PENDING_ROOT_OPTIONS = {"--analysis"}
+# Root options that take a value (skipped when looking for the subcommand of a line).
+ROOT_OPTIONS_WITH_VALUE = {"--analysis"}
 
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+)`")
@@ -114,25 +111,23 @@ def _option_names(command: Any) -> set[str]:
 
 
 def _check_invocation(root: Any, args: list[str]) -> str | None:
-    """None when ``adhunt ARGS`` names a real command and options, else what is wrong (or
-    "pending" for a command of another branch that is not merged yet)."""
+    """None when ``adhunt ARGS`` names a real command and options, else what is wrong."""
     command = root
     path = ["adhunt"]
     args = list(args)
     while _is_group(command):
         while args and args[0].startswith("-"):  # options of the group itself
-            option = args.pop(0).split("=", 1)[0]
+            token = args.pop(0)
+            option = token.split("=", 1)[0]
             if option not in _option_names(command):
-                if command is root and option in PENDING_ROOT_OPTIONS:
-                    return "pending"
                 return f"{' '.join(path)} has no option {option}"
+            if option in ROOT_OPTIONS_WITH_VALUE and "=" not in token and args:
+                args.pop(0)
         if not args:
             return None
         name = args.pop(0)
         sub = command.commands.get(name)
         if sub is None:
-            if command is root and name in PENDING_COMMANDS:
-                return "pending"
             return f"{' '.join(path)} has no command {name!r}"
         command, path = sub, [*path, name]
     known = _option_names(command)
@@ -189,17 +184,17 @@ def test_command_lines_name_real_commands_and_options(page):
     for number, line in lines:
         for args in _invocations(line):
             problem = _check_invocation(root, args)
-            if problem not in (None, "pending"):
+            if problem is not None:
                 wrong.append(f"{page.name}:{number}: {problem}: {line}")
     assert not wrong, "\n".join(wrong)
 
 
 def _command_name(args: list[str]) -> str | None:
-    """The subcommand of ``adhunt ARGS``, past the root options (and a pending one's value)."""
+    """The subcommand of ``adhunt ARGS``, past the root options (and their values)."""
     args = list(args)
     while args and args[0].startswith("-"):
         option = args.pop(0)
-        if option in PENDING_ROOT_OPTIONS and "=" not in option and args:
+        if option in ROOT_OPTIONS_WITH_VALUE and "=" not in option and args:
             args.pop(0)
     return args[0] if args else None
 
