@@ -132,6 +132,25 @@ def test_cli_prints_the_summary_and_refuses_in_one_line(inputs, tmp_path):
     assert "Traceback" not in r.output
 
 
+def test_rerun_of_a_retried_output_is_one_full_run(inputs, tmp_path):
+    """The record of a --retry-failed run describes the whole output: `adhunt rerun` repeats it
+    as one full run (not a retry of a summary the new output does not have)."""
+    fileset, b = inputs
+    saved = spoil(b, tmp_path)
+    out = tmp_path / "out"
+    base = ["features", str(fileset), "-o", str(out), "--chunksize", str(CHUNK)]
+    r = CliRunner().invoke(app, [*base, "--skip-bad-files"])
+    assert r.exit_code == 0, r.output
+    shutil.copy2(saved, b)
+    r = CliRunner().invoke(app, [*base, "--retry-failed"])
+    assert r.exit_code == 0, r.output
+    again = tmp_path / "again"
+    r = CliRunner().invoke(app, ["rerun", str(out), "--output", str(again)])
+    assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(read_features(again), read_features(out))
+    assert read_summary(again).to_dict()["datasets"] == read_summary(out).to_dict()["datasets"]
+
+
 # --------------------------------------------------------------------------------------------
 # adhunt infer: failed chunks keep the saved results; --retry-failed scores only those chunks
 # --------------------------------------------------------------------------------------------
