@@ -43,8 +43,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sample(n_events: int, seed: int) -> dict[str, list[str]]:
-    """Generated QCD events (cached under .cache/bench/), as a fileset."""
+def sample(n_events: int, seed: int, generate: bool = False) -> dict[str, list[str]]:
+    """QCD events in 4 files, as a fileset: cut from the cached 8 x 50k QCD files when present
+    (``benchfiles.build_files``; ``seed`` unused), else generated (cached under .cache/bench/)."""
+    from benchfiles import build_files, cached_sources
+
+    if not generate and cached_sources() and n_events % 4 == 0:
+        return {"qcd": build_files(cached_sources(), n_events // 4, 4)}
     from adhunt.config import config_to_dict
     from adhunt.generation import FILESET_NAME, GenerationConfig, generate_to_root
 
@@ -196,50 +201,123 @@ def profile_breakdown(fileset: dict, runner, output_dir: Path) -> dict[str, floa
     return ordered
 
 
-def peak_rss(fileset_path: Path, output_dir: Path, chunksize: int) -> tuple[float, float, float]:
-    """(peak RSS MiB, peak RSS MiB in the first half of the run, wall s) of ``adhunt features``
-    (iterative executor) in a subprocess: ru_maxrss from wait4, the half from psutil samples
-    (a leak shows as a larger peak in the second half)."""
+def _vm_hwm(pid: int) -> float | None:
+    """The kernel's peak RSS (VmHWM, MiB) of a live process so far; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory(command: list[str]) -> dict:
+    """Run ``command``; peak RSS of it and of every process it starts.
+
+    ``tree``: ru_maxrss from wait4 (the largest peak of the command and its waited-for
+    children: exact); ``driver``: VmHWM (the kernel's peak RSS) of the command itself, read
+    every 0.2 s; ``first_half``/``second_half``: the largest sampled RSS of the command in each
+    half of the run (a leak shows as a larger second half); ``workers``: {pid: VmHWM MiB} of each
+    child process started with multiprocessing (dask workers), read every 0.2 s while they live
+    (a peak reached in the last 0.2 s of a process's life would be missed; chunks take seconds).
+    """
     import psutil
 
-    adhunt = Path(sys.executable).with_name("adhunt")
-    command = [str(adhunt), "features", str(fileset_path), "--output", str(output_dir)]
-    command += ["--executor", "iterative", "--chunksize", str(chunksize)]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    samples = []
     watched = psutil.Process(child.pid)
+    samples, workers, driver = [], {}, 0.0
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
+        driver = max(driver, _vm_hwm(child.pid) or 0.0)
         with contextlib.suppress(psutil.Error):
             samples.append((time.perf_counter() - start, watched.memory_info().rss / 2**20))
-        time.sleep(0.5)
+            for proc in watched.children(recursive=True):
+                cmdline = " ".join(proc.cmdline())
+                if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+                    hwm = _vm_hwm(proc.pid)
+                    if hwm is not None:
+                        workers[proc.pid] = max(workers.get(proc.pid, 0.0), hwm)
+        time.sleep(0.2)
     wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise RuntimeError(f"adhunt features failed: {child.stderr.read().decode()[-2000:]}")
-    first_half = max((rss for t, rss in samples if t < wall / 2), default=float("nan"))
-    return usage.ru_maxrss / 1024, first_half, wall
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{' '.join(command)} failed: {child.stderr.read().decode()[-2000:]}")
+    return {
+        "tree": usage.ru_maxrss / 1024,
+        "driver": driver,
+        "first_half": max((rss for t, rss in samples if t < wall / 2), default=float("nan")),
+        "second_half": max((rss for t, rss in samples if t >= wall / 2), default=float("nan")),
+        "workers": workers,
+        "wall": wall,
+    }
 
 
-def memory_table(files: list[str], chunks: list[int], scratch: Path) -> list[tuple]:
-    """Peak RSS on the first file at each chunk size, then on the first 4 files at the smallest."""
+def features_command(fileset: Path, output: Path, chunksize: int, workers: int = 0) -> list[str]:
+    """``adhunt features`` of this venv: iterative (``workers`` 0) or a LocalCluster."""
+    command = [str(Path(sys.executable).with_name("adhunt")), "features", str(fileset)]
+    command += ["--output", str(output), "--chunksize", str(chunksize)]
+    if workers:
+        return [*command, "--executor", "dask", "--workers", str(workers)]
+    return [*command, "--executor", "iterative"]
+
+
+def memory_table(
+    files: list[str],
+    chunks: list[int],
+    scratch: Path,
+    base_files: int = 1,
+    scale_chunks: list[int] | None = None,
+    dask_chunks: list[int] | None = None,
+) -> list[dict]:
+    """Peak RSS of ``adhunt features`` on the first ``base_files`` files at each chunk size, on
+    4 x as many files at each of ``scale_chunks`` (default: all), and the peak RSS of the driver
+    and the worker of a 1-worker LocalCluster on the base files at each of ``dask_chunks``."""
     import uproot
 
     def events(names: list[str]) -> int:
         return sum(uproot.open(n)["Events"].num_entries for n in names)
 
-    runs = [(files[:1], c) for c in chunks] + [(files[:4], min(chunks))]
+    if len(files) < 4 * base_files:
+        raise ValueError(f"the 4x fileset needs {4 * base_files} files, got {len(files)}")
+    scale_chunks = chunks if scale_chunks is None else scale_chunks
+    runs = [(files[:base_files], c, 0) for c in chunks]
+    runs += [(files[: 4 * base_files], c, 0) for c in scale_chunks]
+    runs += [(files[:base_files], c, 1) for c in dask_chunks or []]
     rows = []
-    for i, (names, chunk) in enumerate(runs):
+    for i, (names, chunk, workers) in enumerate(runs):
         fileset = scratch / f"memory-{i}.json"
         fileset.write_text(json.dumps({"qcd": names}))
-        mib, first_half, wall = peak_rss(fileset, scratch / f"memory-{i}", chunk)
-        rows.append((len(names), events(names), chunk, mib, first_half, wall))
+        output = scratch / f"memory-{i}"
+        peak = peak_memory(features_command(fileset, output, chunk, workers))
+        n = events(names)
+        manifest = (output / "manifest.json").stat().st_size / 1024
+        rows.append(
+            {"files": len(names), "events": n, "chunk": chunk, "chunks": -(-n // chunk),
+             "executor": "dask, 1 worker" if workers else "iterative",
+             "manifest_kib": manifest, **peak}
+        )  # fmt: skip
         print(f"  memory: {rows[-1]}", flush=True)
     return rows
+
+
+def print_memory(rows: list[dict]) -> None:
+    print("\npeak RSS (MiB) of `adhunt features`, one subprocess per row")
+    print(
+        f"  {'executor':15s} {'files':>5s} {'events':>8s} {'chunk':>7s} {'chunks':>6s} "
+        f"{'driver':>7s} {'1st half':>8s} {'2nd half':>8s} {'worker':>7s} {'manifest':>9s} "
+        f"{'wall s':>6s}"
+    )
+    for r in rows:
+        worker = max(r["workers"].values(), default=float("nan"))
+        print(
+            f"  {r['executor']:15s} {r['files']:5d} {r['events']:8d} {r['chunk']:7d} "
+            f"{r['chunks']:6d} {r['driver']:7.0f} {r['first_half']:8.0f} {r['second_half']:8.0f} "
+            f"{worker:7.0f} {r['manifest_kib']:7.0f}kB {r['wall']:6.0f}"
+        )
 
 
 def main() -> None:
@@ -253,11 +331,45 @@ def main() -> None:
     parser.add_argument("--axes-fastjet", action="store_true", help="also time fastjet kT axes")
     parser.add_argument("--reference", type=Path, help="another checkout to time side by side")
     parser.add_argument("--profile", action="store_true", help="stage breakdown (cProfile)")
+    parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="generate the --events sample with Pythia even when cached QCD files exist "
+        "(default: cut from .cache/bench/qcd400k when present, see benchfiles.py)",
+    )
     parser.add_argument("--memory-files", nargs="+", default=[], help="distinct ROOT files")
+    parser.add_argument(
+        "--memory-cached",
+        action="store_true",
+        help="--memory-files = the cached 8 x 50k QCD files (.cache/bench/qcd400k)",
+    )
+    parser.add_argument(
+        "--memory-events-per-file",
+        type=int,
+        default=0,
+        help="first build files of this many events from --memory-files (0: use them as they are)",
+    )
     parser.add_argument(
         "--memory-chunks", default="10000,50000,100000", help="chunk sizes for --memory-files"
     )
+    parser.add_argument(
+        "--memory-base-files", type=int, default=1, help="files of the base fileset (4x: 4 times)"
+    )
+    parser.add_argument(
+        "--memory-scale-chunks", default=None, help="chunk sizes of the 4x fileset (default: all)"
+    )
+    parser.add_argument(
+        "--memory-dask-chunks",
+        default="",
+        help="also peak RSS of a 1-worker LocalCluster's worker at these chunk sizes (base files)",
+    )
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the memory table (no throughput runs)"
+    )
     args = parser.parse_args()
+    if args.memory_only:
+        memory_main(args)
+        return
 
     import logging
 
@@ -269,7 +381,7 @@ def main() -> None:
     from adhunt.processors.features import QuietPFNanoAODSchema
 
     print(f"load before: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
-    fileset = sample(args.events, args.seed)
+    fileset = sample(args.events, args.seed, args.generate)
     files = fileset["qcd"]
     scratch = Path(tempfile.mkdtemp(prefix="bench-features-"))
     best: dict[str, float] = {}
@@ -332,11 +444,6 @@ def main() -> None:
                         processor_run(fileset, runner, scratch / f"dask{workers}")[0],
                     )
 
-    memory = []
-    if args.memory_files:
-        chunks = [int(c) for c in args.memory_chunks.split(",")]
-        memory = memory_table(args.memory_files, chunks, scratch)
-
     rate = {name: n_events / seconds for name, seconds in best.items()}
     print(
         f"\nevents: {n_events} generated QCD events, best of {args.repeats} (wall | CPU of the process)"
@@ -373,14 +480,35 @@ def main() -> None:
         print(f"{'dask LocalCluster, 2 workers (wall)':46s} {rate['dask2']:7.0f} events/s")
         speedup = rate["dask2"] / rate["dask1"]
         print(f"{'speed-up 2 workers / 1 worker':46s} {speedup:7.2f}   (target >= 1.8)")
-    if memory:
-        print("\npeak RSS of `adhunt features` (iterative executor, one subprocess each)")
-        print(
-            f"  {'files':>5s} {'events':>8s} {'chunk':>8s} {'peak MiB':>9s} "
-            f"{'1st half':>9s} {'wall s':>7s}"
-        )
-        for n_files, n, chunk, mib, first_half, wall in memory:
-            print(f"  {n_files:5d} {n:8d} {chunk:8d} {mib:9.0f} {first_half:9.0f} {wall:7.0f}")
+    if args.memory_files or args.memory_cached:
+        memory_main(args)
+    print(f"load after: {os.getloadavg()}")
+
+
+def memory_main(args) -> None:
+    """The memory table of the ``--memory-*`` options, printed with the load around it."""
+    from benchfiles import build_files, cached_sources
+
+    files = cached_sources() if args.memory_cached else args.memory_files
+    if not files:
+        raise SystemExit("--memory-cached: no .cache/bench/qcd400k/qcd_s7_*.root here")
+    chunks = [int(c) for c in args.memory_chunks.split(",")]
+    if args.memory_events_per_file:
+        n_files = 4 * args.memory_base_files
+        files = build_files(files, args.memory_events_per_file, n_files)
+    scale = None if args.memory_scale_chunks is None else args.memory_scale_chunks.split(",")
+    dask = [int(c) for c in args.memory_dask_chunks.split(",") if c]
+    scratch = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=REPO / ".cache"))
+    print(f"load before: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
+    rows = memory_table(
+        files,
+        chunks,
+        scratch,
+        args.memory_base_files,
+        None if scale is None else [int(c) for c in scale],
+        dask,
+    )
+    print_memory(rows)
     print(f"load after: {os.getloadavg()}")
 
 
