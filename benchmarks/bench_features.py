@@ -1,15 +1,15 @@
-"""Feature-processor throughput versus bare fastjet clustering, and dask scaling (not a test).
+"""Feature-processor throughput versus bare fastjet clustering, and its memory (not a test).
 
-Measured side by side in ONE run on the same generated QCD events (machines are noisy, so only
-ratios are meaningful):
+Measured side by side in ONE run on the same QCD events (machines are noisy, so only ratios are
+meaningful). The events are cut from the cached 8 x 50k QCD files (``.cache/bench/qcd400k``, see
+``benchfiles.py``) when present, else generated (``--generate`` forces generation):
 
 1. bare clustering: read the PF candidates with uproot and anti-kT (R = 1.0) cluster them;
 2. the feature processor (iterative executor, one process): NanoEvents reading, clustering,
-   selection, exclusive-kT N-subjettiness of both jets, features, parquet writing, cutflow;
-3. the processor on a dask LocalCluster with 1 and with 2 single-threaded workers (clusters are
-   started and warmed up before the clock starts).
+   selection, exclusive-kT N-subjettiness of both jets, features, parquet writing, cutflow.
 
-Targets (issue 11): processor >= 0.60 of bare clustering events/s/core; >= 1.8x with 2 workers.
+Target (issue 11): processor >= 0.60 of bare clustering events/s/core. 1 vs 2 workers (target
+>= 1.8x) is ``bench_scaling.py``.
 
 Options:
 
@@ -19,12 +19,18 @@ Options:
   ``.venv/bin/python``, in a subprocess that warms up and times itself), interleaved with the
   rest: the before/after ratio in one run;
 - ``--profile``: where one processor pass spends its time (cProfile, cumulative times of the
-  stages), as fractions of the bare anti-kT time;
-- ``--memory-files A.root B.root ...`` (distinct files, >= 4): peak RSS of ``adhunt features``
-  (iterative executor, a subprocess each, ``wait4`` ru_maxrss) on the first file at each
-  ``--memory-chunks`` size, and on the first four files at the smallest chunk size.
+  stages; CPU clock unless ``--profile-clock wall``), as fractions of the bare anti-kT time, and
+  the self time per package (awkward, numpy, fastjet, uproot, coffea, pandas, pyarrow, ...);
+- ``--memory-files A.root B.root ...`` or ``--memory-cached`` (the 8 x 50k cached files), with
+  ``--memory-events-per-file N`` to first build files of N events from them (``benchfiles.py``):
+  peak RSS of ``adhunt features`` (a subprocess each) on ``--memory-base-files`` files at each
+  ``--memory-chunks`` size, on 4 x as many files at each ``--memory-scale-chunks`` size, and of
+  a 1-worker LocalCluster's driver and worker at each ``--memory-dask-chunks`` size;
+  ``--memory-only`` skips the throughput runs.
 
     python benchmarks/bench_features.py --events 4000 --repeats 3 --profile --reference /work/main
+    python benchmarks/bench_features.py --memory-only --memory-cached \\
+        --memory-events-per-file 100000 --memory-dask-chunks 50000
 """
 
 from __future__ import annotations
@@ -153,6 +159,7 @@ _STAGES = (
     ("trigger + >= 2 jets selection", ("features.py", "_select")),
     ("constituents of the two leading jets", ("jets.py", "leading")),
     ("  of which fastjet constituent_index", ("_multievent.py", "constituent_index")),
+    ("joining the 5000-event cluster batches", None),
     ("tau_N: exclusive-kT axes", ("substructure.py", "kt_axes")),
     ("tau_N: distance sums + conversions", None),
     ("dijet features", ("dijet.py", "dijet_features")),
@@ -160,15 +167,46 @@ _STAGES = (
     ("parquet writing", ("tables.py", "write_chunk")),
 )
 
+#: Packages of the by-package table (self time; a C function counts for its caller's package).
+_PACKAGES = ("awkward", "numpy", "fastjet", "uproot", "coffea", "pandas", "pyarrow", "vector")
 
-def profile_breakdown(fileset: dict, runner, output_dir: Path) -> dict[str, float]:
+
+def _package(filename: str) -> str:
+    if "site-packages/" in filename:
+        name = filename.split("site-packages/")[1].split("/")[0]
+        return name if name in _PACKAGES else "other packages"
+    if filename.startswith(str(REPO)) or "/adhunt/" in filename:
+        return "adhunt (incl. compiled numba kernels)"
+    return "Python stdlib / interpreter"
+
+
+def by_package(stats: dict) -> dict[str, float]:
+    """Self time per package: a Python function's own time goes to its file's package, a C
+    function's (numpy ufuncs, awkward kernels, fastjet's C++, numba kernels) to its callers'."""
+    out: dict[str, float] = {}
+    for (filename, _line, _name), (_cc, _nc, tt, _ct, callers) in stats.items():
+        if filename == "~":
+            for caller, timing in callers.items():
+                key = _package(caller[0])
+                out[key] = out.get(key, 0.0) + timing[2]
+        else:
+            key = _package(filename)
+            out[key] = out.get(key, 0.0) + tt
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def profile_breakdown(
+    fileset: dict, runner, output_dir: Path, clock: str = "cpu"
+) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per stage of one processor pass under cProfile (cumulative times; the stages
     marked None are differences: runner = total - process(), tau sums = nsubjettiness_betas -
-    kt_axes, selection rest = _compute - the named stages inside it)."""
+    kt_axes, batches = _leading_jets - its named stages, selection rest = _compute - the named
+    stages inside it), and self seconds per package (:func:`by_package`). ``clock``: "cpu"
+    (process time: robust to load from other processes) or "wall"."""
     import cProfile
     import pstats
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time if clock == "cpu" else time.perf_counter)
     profiler.enable()
     processor_run(fileset, runner, output_dir)
     profiler.disable()
@@ -183,12 +221,19 @@ def profile_breakdown(fileset: dict, runner, output_dir: Path) -> dict[str, floa
     out[_STAGES[0][0]] = total - process
     nsub = cumulative("substructure.py", "nsubjettiness_betas")
     out["tau_N: distance sums + conversions"] = nsub - out["tau_N: exclusive-kT axes"]
-    inner = (
-        "reading + NanoEvents: PF candidates (uproot, materialise)",
+    batched = (
         "to_fastjet_input (pt/eta/phi/m -> px/py/pz/E)",
         "anti-kT ClusteredEvents (fastjet + jet sorting)",
         "trigger + >= 2 jets selection",
         "constituents of the two leading jets",
+    )
+    out["joining the 5000-event cluster batches"] = cumulative(
+        "features.py", "_leading_jets"
+    ) - sum(out[k] for k in batched)
+    inner = (
+        "reading + NanoEvents: PF candidates (uproot, materialise)",
+        *batched,
+        "joining the 5000-event cluster batches",
         "dijet features",
         "feature frame",
     )
@@ -198,7 +243,7 @@ def profile_breakdown(fileset: dict, runner, output_dir: Path) -> dict[str, floa
     )
     ordered = {label: out[label] for label, _ in _STAGES}
     ordered["total (processor pass under cProfile)"] = total
-    return ordered
+    return ordered, by_package(stats)
 
 
 def _vm_hwm(pid: int) -> float | None:
@@ -327,7 +372,12 @@ def main() -> None:
         "--repeats", type=int, default=3, help="timings per measurement (best kept)"
     )
     parser.add_argument("--seed", type=int, default=4242)
-    parser.add_argument("--no-dask", action="store_true", help="skip the LocalCluster scaling")
+    parser.add_argument(
+        "--no-dask", action="store_true", help="ignored: 1 vs 2 workers is bench_scaling.py"
+    )
+    parser.add_argument(
+        "--profile-clock", choices=("cpu", "wall"), default="cpu", help="--profile's clock"
+    )
     parser.add_argument("--axes-fastjet", action="store_true", help="also time fastjet kT axes")
     parser.add_argument("--reference", type=Path, help="another checkout to time side by side")
     parser.add_argument("--profile", action="store_true", help="stage breakdown (cProfile)")
@@ -365,6 +415,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--memory-only", action="store_true", help="only the memory table (no throughput runs)"
+    )
+    parser.add_argument(
+        "--memory-trace",
+        type=int,
+        default=0,
+        help="instead of the table: RSS and held memory after each chunk of this size, on the "
+        "4x fileset (a leak shows as growth chunk after chunk)",
     )
     args = parser.parse_args()
     if args.memory_only:
@@ -419,30 +476,18 @@ def main() -> None:
                 keep("reference_cpu", cpu)
         profiles = {}
         if args.profile:
-            profiles["compiled axes"] = profile_breakdown(fileset, runner, scratch / "profile")
+            profiles["compiled axes"], packages = profile_breakdown(
+                fileset, runner, scratch / "profile", args.profile_clock
+            )
             if args.axes_fastjet:
                 substructure.AXES_BACKEND = "fastjet"
                 try:
-                    profiles["fastjet axes"] = profile_breakdown(fileset, runner, scratch / "pf")
+                    profiles["fastjet axes"], _ = profile_breakdown(
+                        fileset, runner, scratch / "pf", args.profile_clock
+                    )
                 finally:
                     substructure.AXES_BACKEND = "compiled"
     assert n_proc == n_events, (n_proc, n_events)
-
-    if not args.no_dask:
-        # Both clusters up at once, runs alternated: load changes hit 1 and 2 workers alike.
-        chunk = max(1, n_events // 8)
-        with contextlib.ExitStack() as stack:
-            runners = {}
-            for workers in (1, 2):
-                config = ExecutorConfig(executor="dask", workers=workers, chunksize=chunk)
-                runners[workers] = stack.enter_context(coffea_runner(config, QuietPFNanoAODSchema))
-                processor_run({"qcd": files[:1]}, runners[workers], scratch / "warm")
-            for _ in range(args.repeats):
-                for workers, runner in runners.items():
-                    keep(
-                        f"dask{workers}",
-                        processor_run(fileset, runner, scratch / f"dask{workers}")[0],
-                    )
 
     rate = {name: n_events / seconds for name, seconds in best.items()}
     print(
@@ -465,9 +510,14 @@ def main() -> None:
             f"{rate[key + '_cpu'] / rate['bare_cpu']:7.2f}   (target >= 0.60)"
         )
     if profiles:
-        bare = best["bare"]
+        cpu = args.profile_clock == "cpu"
+        bare = best["bare_cpu" if cpu else "bare"]
+        unprofiled = best["processor_cpu" if cpu else "processor"]
+        clock = "CPU" if cpu else "wall"
         print(
-            f"\nprofile of one processor pass (cProfile), fractions of the bare time {bare:.2f} s"
+            f"\nprofile of one processor pass (cProfile, {clock} clock), fractions of the bare "
+            f"anti-kT {clock} time {bare:.2f} s (processor without cProfile: {unprofiled:.2f} s "
+            f"= {unprofiled / bare:.3f})"
         )
         print(f"  {'':60s}" + "".join(f" {name:>14s}" for name in profiles))
         for label in next(iter(profiles.values())):
@@ -475,14 +525,66 @@ def main() -> None:
             print(f"  {label:60s}{cells}")
         if len(profiles) > 1:
             print("  (fastjet axes: its kT ClusterSequence counts under the axes AND anti-kT)")
-    if not args.no_dask:
-        print(f"{'dask LocalCluster, 1 worker (wall)':46s} {rate['dask1']:7.0f} events/s")
-        print(f"{'dask LocalCluster, 2 workers (wall)':46s} {rate['dask2']:7.0f} events/s")
-        speedup = rate["dask2"] / rate["dask1"]
-        print(f"{'speed-up 2 workers / 1 worker':46s} {speedup:7.2f}   (target >= 1.8)")
+        print(f"\nself time by package (compiled axes pass), fractions of the bare {clock} time")
+        for name, seconds in packages.items():
+            print(f"  {name:60s} {seconds / bare:14.3f}")
     if args.memory_files or args.memory_cached:
         memory_main(args)
     print(f"load after: {os.getloadavg()}")
+
+
+_TRACE_SNIPPET = """
+import json, resource, sys, tracemalloc, logging
+import psutil
+logging.basicConfig(level=logging.ERROR)
+from adhunt.jobs.features import run_features
+from adhunt.processors import features
+
+rows, process = [], psutil.Process()
+original = features.DijetFeatureProcessor.process
+
+def traced(self, events):
+    out = original(self, events)
+    current, _ = tracemalloc.get_traced_memory()
+    rows.append([len(events), int(features.ak.sum(features.ak.num(events.PFCands, axis=1))),
+                 process.memory_info().rss / 2**20,
+                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, current / 2**20])
+    return out
+
+features.DijetFeatureProcessor.process = traced
+tracemalloc.start()
+run_features({"qcd": json.loads(sys.argv[1])}, sys.argv[2], chunksize=int(sys.argv[3]))
+print(json.dumps(rows))
+"""
+
+
+def memory_trace(files: list[str], chunk: int, scratch: Path) -> list[list[float]]:
+    """Per chunk of ``run_features`` (iterative, a subprocess): events, candidates, RSS after
+    the chunk, peak RSS so far, and the memory Python and numpy hold (tracemalloc) after it. A
+    leak grows the held memory chunk after chunk; allocator retention grows RSS only."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _TRACE_SNIPPET,
+            json.dumps(files),
+            str(scratch / "trace"),
+            str(chunk),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    print(
+        f"\nper chunk of run_features on {len(files)} file(s), chunks of {chunk} (tracemalloc on)"
+    )
+    print(
+        f"  {'chunk':>5s} {'events':>7s} {'cands':>9s} {'RSS after':>9s} {'peak':>7s} {'held':>7s}  (MiB)"
+    )
+    for i, (n, cands, rss, peak, held) in enumerate(rows):
+        print(f"  {i:5d} {n:7d} {cands:9d} {rss:9.0f} {peak:7.0f} {held:7.1f}")
+    return rows
 
 
 def memory_main(args) -> None:
@@ -500,6 +602,10 @@ def memory_main(args) -> None:
     dask = [int(c) for c in args.memory_dask_chunks.split(",") if c]
     scratch = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=REPO / ".cache"))
     print(f"load before: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
+    if args.memory_trace:
+        memory_trace(files[: 4 * args.memory_base_files], args.memory_trace, scratch)
+        print(f"load after: {os.getloadavg()}")
+        return
     rows = memory_table(
         files,
         chunks,
