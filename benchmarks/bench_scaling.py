@@ -254,6 +254,28 @@ def report(results: dict[str, list[dict]], events: int, chunks: int) -> None:
         f"  capacity of 2 processes now (2 x alone / together, best): clustering "
         f"{cap_cluster:.2f}, pure Python {cap_spin:.2f}   (idle machine: 2.00)"
     )
+    print("  per repeat (same repeat's runs): speed-up dask | futures, capacity, others' CPU s")
+    for i, c in enumerate(cap):
+        cells = []
+        for kind in ("dask", "futures"):
+            if f"{kind} 1" in results:
+                one, two = results[f"{kind} 1"][i], results[f"{kind} 2"][i]
+                cells.append(f"{one['wall'] / two['wall']:5.2f}")
+        others = sum(r[i]["others"] for k, r in results.items() if k != "capacity")
+        print(
+            f"    repeat {i + 1}: {' | '.join(cells)}   capacity {c['cluster']:.2f} "
+            f"(spin {c['spin']:.2f})   others {others:6.1f}"
+        )
+    if "dask 2" in best and "busy" in best["dask 2"]:
+        # idle 2-core machine: 1 worker runs on its own core (driver on the other), 2 workers
+        # share both cores with the driver, and wait for the last chunk (the tail)
+        one, two = best["dask 1"], best["dask 2"]
+        estimate = one["workers"] / ((two["workers"] + two["driver"]) / 2 + two["tail"])
+        print(
+            f"  idle-machine estimate from CPU times, dask: W1 / ((W2 + D2) / 2 + tail) = "
+            f"{one['workers']:.2f} / (({two['workers']:.2f} + {two['driver']:.2f}) / 2 + "
+            f"{two['tail']:.2f}) = {estimate:.2f}"
+        )
     for kind in ("dask", "futures"):
         if f"{kind} 1" not in best:
             continue
