@@ -350,18 +350,21 @@ def memory_table(
 
 
 def print_memory(rows: list[dict]) -> None:
-    print("\npeak RSS (MiB) of `adhunt features`, one subprocess per row")
+    print(
+        "\npeak RSS (MiB) of `adhunt features`, one subprocess per row; peak: wait4 ru_maxrss "
+        "(exact: the command or its largest child), driver/worker: VmHWM read every 0.2 s"
+    )
     print(
         f"  {'executor':15s} {'files':>5s} {'events':>8s} {'chunk':>7s} {'chunks':>6s} "
-        f"{'driver':>7s} {'1st half':>8s} {'2nd half':>8s} {'worker':>7s} {'manifest':>9s} "
-        f"{'wall s':>6s}"
+        f"{'peak':>6s} {'driver':>7s} {'1st half':>8s} {'2nd half':>8s} {'worker':>7s} "
+        f"{'manifest':>9s} {'wall s':>6s}"
     )
     for r in rows:
         worker = max(r["workers"].values(), default=float("nan"))
         print(
             f"  {r['executor']:15s} {r['files']:5d} {r['events']:8d} {r['chunk']:7d} "
-            f"{r['chunks']:6d} {r['driver']:7.0f} {r['first_half']:8.0f} {r['second_half']:8.0f} "
-            f"{worker:7.0f} {r['manifest_kib']:7.0f}kB {r['wall']:6.0f}"
+            f"{r['chunks']:6d} {r['tree']:6.0f} {r['driver']:7.0f} {r['first_half']:8.0f} "
+            f"{r['second_half']:8.0f} {worker:7.0f} {r['manifest_kib']:7.0f}kB {r['wall']:6.0f}"
         )
 
 
