@@ -601,7 +601,8 @@ def memory_main(args) -> None:
     if args.memory_events_per_file:
         n_files = 4 * args.memory_base_files
         files = build_files(files, args.memory_events_per_file, n_files)
-    scale = None if args.memory_scale_chunks is None else args.memory_scale_chunks.split(",")
+    scale = args.memory_scale_chunks
+    scale = None if scale is None else [int(c) for c in scale.split(",") if c]
     dask = [int(c) for c in args.memory_dask_chunks.split(",") if c]
     scratch = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=REPO / ".cache"))
     print(f"load before: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
@@ -614,7 +615,7 @@ def memory_main(args) -> None:
         chunks,
         scratch,
         args.memory_base_files,
-        None if scale is None else [int(c) for c in scale],
+        scale,
         dask,
     )
     print_memory(rows)
