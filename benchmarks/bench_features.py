@@ -26,11 +26,14 @@ Options:
   peak RSS of ``adhunt features`` (a subprocess each) on ``--memory-base-files`` files at each
   ``--memory-chunks`` size, on 4 x as many files at each ``--memory-scale-chunks`` size, and of
   a 1-worker LocalCluster's driver and worker at each ``--memory-dask-chunks`` size;
-  ``--memory-only`` skips the throughput runs.
+  ``--memory-only`` skips the throughput runs; ``--memory-trace CHUNK`` instead prints, after
+  each chunk of a run on the 4x fileset, the RSS and the memory Python/numpy still hold
+  (tracemalloc): a leak grows the held memory chunk after chunk.
 
     python benchmarks/bench_features.py --events 4000 --repeats 3 --profile --reference /work/main
     python benchmarks/bench_features.py --memory-only --memory-cached \\
         --memory-events-per-file 100000 --memory-dask-chunks 50000
+    python benchmarks/bench_features.py --memory-only --memory-cached --memory-trace 5000
 """
 
 from __future__ import annotations
