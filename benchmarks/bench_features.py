@@ -496,9 +496,7 @@ def main() -> None:
     assert n_proc == n_events, (n_proc, n_events)
 
     rate = {name: n_events / seconds for name, seconds in best.items()}
-    print(
-        f"\nevents: {n_events} generated QCD events, best of {args.repeats} (wall | CPU of the process)"
-    )
+    print(f"\nevents: {n_events} QCD events, best of {args.repeats} (wall | CPU of the process)")
     rows = [
         ("bare anti-kT R=1.0 (read + ClusterSequence)", "bare"),
         ("adhunt.jets.cluster (+ sorted constituents)", "cluster"),
