@@ -162,7 +162,7 @@ _STAGES = (
     ("trigger + >= 2 jets selection", ("features.py", "_select")),
     ("constituents of the two leading jets", ("jets.py", "leading")),
     ("  of which fastjet constituent_index", ("_multievent.py", "constituent_index")),
-    ("joining the 5000-event cluster batches", None),
+    ("_leading_jets itself: ak.zip, batch slices, joins", None),
     ("tau_N: exclusive-kT axes", ("substructure.py", "kt_axes")),
     ("tau_N: distance sums + conversions", None),
     ("dijet features", ("dijet.py", "dijet_features")),
@@ -230,13 +230,13 @@ def profile_breakdown(
         "trigger + >= 2 jets selection",
         "constituents of the two leading jets",
     )
-    out["joining the 5000-event cluster batches"] = cumulative(
+    out["_leading_jets itself: ak.zip, batch slices, joins"] = cumulative(
         "features.py", "_leading_jets"
     ) - sum(out[k] for k in batched)
     inner = (
         "reading + NanoEvents: PF candidates (uproot, materialise)",
         *batched,
-        "joining the 5000-event cluster batches",
+        "_leading_jets itself: ak.zip, batch slices, joins",
         "dijet features",
         "feature frame",
     )
