@@ -24,6 +24,7 @@ LocalCluster workers' log unless debugging (``-v``): the driver reports the erro
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -35,6 +36,14 @@ from adhunt.clusters import ClusterConfig
 logger = logging.getLogger(__name__)
 
 EXECUTORS = ("iterative", "futures", "dask")
+
+#: ``uproot.open`` options of every chunk. uproot keeps each array a file object reads in its
+#: ``array_cache`` (up to 100 MB), and a file object sits in reference cycles (file, directory,
+#: keys): after its chunk it waits for Python's full garbage collection, which may come hundreds
+#: of chunks later, so every chunk's candidates (up to 100 MB) piled up in the worker (measured:
+#: +14% peak RSS for a 4x larger fileset at 10k and 50k chunks). NanoEvents keeps what a chunk
+#: reads itself; nothing reads an array twice.
+UPROOT_OPTIONS = {"array_cache": None}
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,6 @@ def coffea_runner(
     coffea skips chunks/files raising ``OSError`` or any of ``skip_exceptions`` instead of failing;
     callers must then find out what was skipped (coffea only warns, on the worker).
     """
-    from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
     skip: bool | tuple[type[BaseException], ...] = False
@@ -123,13 +131,31 @@ def coffea_runner(
                 client=stack.enter_context(_dask_client(config)), status=False, retries=0,
                 show_progress=show_progress,
             )  # fmt: skip
-        yield processor.Runner(
+        yield _runner_class()(
             executor=executor,
             chunksize=config.chunksize,
             schema=schema or NanoAODSchema,
             skipbadfiles=skip,
             metadata_cache={},  # a fresh cache: files rewritten in place must not reuse stale entries
         )
+
+
+@functools.cache
+def _runner_class() -> type:
+    """coffea's Runner opening ROOT files with :data:`UPROOT_OPTIONS` (callers' own
+    ``uproot_options`` win). Built on first use: importing this module does not import coffea."""
+    from coffea import processor
+
+    class Runner(processor.Runner):
+        def run(self, fileset: Any, processor_instance: Any, **kwargs: Any) -> Any:
+            if self.format == "root":
+                kwargs["uproot_options"] = {
+                    **UPROOT_OPTIONS,
+                    **(kwargs.get("uproot_options") or {}),
+                }
+            return super().run(fileset, processor_instance, **kwargs)
+
+    return Runner
 
 
 def _quiet_dask() -> None:

@@ -65,6 +65,31 @@ def test_dask_local_cluster_identical(fileset, reference, tmp_path):
     _check_same(reference, result, tmp_path)
 
 
+def test_chunk_arrays_do_not_outlive_their_chunk(fileset, reference, tmp_path):
+    """Each chunk's uproot file object sits in reference cycles; with uproot's array cache it
+    kept the chunk's arrays alive until Python's full garbage collection, hundreds of chunks
+    later on a real run (peak memory then grew with the fileset). With the automatic collection
+    off, no file object may hold arrays after the run, and the tables are unchanged."""
+    import gc
+
+    import uproot
+
+    gc.collect()
+    gc.disable()
+    try:
+        result = run_features(fileset, tmp_path, executor="iterative", chunksize=4)
+        holding = [
+            len(o)
+            for o in gc.get_objects()
+            if isinstance(o, uproot.cache.LRUArrayCache) and len(o) > 0
+        ]
+    finally:
+        gc.enable()
+    assert len(result.files) == 6  # 3 files x 2 chunks: chunks that could leave arrays behind
+    assert holding == []
+    _check_same(reference, result, tmp_path)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
