@@ -24,7 +24,6 @@ the options. Unknown keys fail loudly (one line, naming the key and its section)
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from adhunt.config import config_from_dict, config_to_dict, json_safe
+from adhunt.config import config_from_dict, config_to_dict, json_safe, write_text_atomic
 
 __all__ = [
     "METHODS_KEY",
@@ -261,12 +260,4 @@ def _filled(value: Any, cls: type | None) -> Any:
 
 def save_analysis(data: Mapping[str, Any], path: str | Path) -> Path:
     """Write an analysis file (YAML, atomically: a temporary file and a rename)."""
-    path = Path(path)
-    text = yaml.safe_dump(json_safe(dict(data)), sort_keys=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(json_safe(dict(data)), sort_keys=False))

@@ -114,8 +114,14 @@ def json_safe(value: Any) -> Any:
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
     """Strict JSON of ``data`` (:func:`json_safe`), written atomically (temporary file + rename),
     so that a killed job never leaves half a report."""
-    path = Path(path)
     text = json.dumps(json_safe(dict(data)), indent=2, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` through a temporary file and a rename: readers see the old file or the
+    new one, never half of one."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)

@@ -14,8 +14,11 @@ import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
-__all__ = ["chunk_label", "chunk_logging", "current_chunk"]
+_logger = logging.getLogger(__name__)
+
+__all__ = ["chunk_label", "chunk_logging", "current_chunk", "events_logging"]
 
 _CHUNK: ContextVar[str | None] = ContextVar("adhunt_chunk", default=None)
 _INSTALLED: list[object] = []
@@ -62,3 +65,15 @@ def chunk_logging(dataset: str, filename: str, start: int, stop: int) -> Iterato
         yield label
     finally:
         _CHUNK.reset(token)
+
+
+@contextlib.contextmanager
+def events_logging(events: Any) -> Iterator[str]:
+    """:func:`chunk_logging` for a NanoEvents chunk (its coffea metadata names the chunk), with
+    one DEBUG line saying how many events it holds: what every processor's ``process`` does."""
+    meta = events.metadata
+    with chunk_logging(
+        meta["dataset"], meta["filename"], int(meta["entrystart"]), int(meta["entrystop"])
+    ) as label:
+        _logger.debug("processing %d event(s)", len(events))
+        yield label

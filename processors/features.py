@@ -58,7 +58,7 @@ from adhunt.jets import (
     passes_trigger,
     to_fastjet_input,
 )
-from adhunt.processors.chunklog import chunk_logging
+from adhunt.processors.chunklog import events_logging
 from adhunt.schema import (
     EXTENDED_BETAS,
     EXTENDED_N_MAX,
@@ -292,11 +292,7 @@ class DijetFeatureProcessor(processor.ProcessorABC):
     def process(self, events) -> dict:
         """One chunk; its log records name it (``[dataset file:start-stop]``, see
         :mod:`adhunt.processors.chunklog`)."""
-        meta = events.metadata
-        with chunk_logging(
-            meta["dataset"], meta["filename"], int(meta["entrystart"]), int(meta["entrystop"])
-        ):
-            logger.debug("processing %d event(s)", len(events))
+        with events_logging(events):
             return self._process(events)
 
     def _process(self, events) -> dict:

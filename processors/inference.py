@@ -60,7 +60,7 @@ from adhunt.histograms import (
 )
 from adhunt.inputs import DatasetWeights
 from adhunt.models.artifact import METADATA_FILE, ArtifactError
-from adhunt.processors.chunklog import chunk_logging
+from adhunt.processors.chunklog import events_logging
 from adhunt.processors.features import FeatureConfig, FeatureInputError, compute_chunk
 from adhunt.tables import with_image_columns
 
@@ -276,11 +276,7 @@ class InferenceProcessor(processor.ProcessorABC):
     def process(self, events) -> dict[str, Any]:
         """One chunk; its log records name it (``[dataset file:start-stop]``, see
         :mod:`adhunt.processors.chunklog`)."""
-        meta = events.metadata
-        with chunk_logging(
-            meta["dataset"], meta["filename"], int(meta["entrystart"]), int(meta["entrystop"])
-        ):
-            logger.debug("processing %d event(s)", len(events))
+        with events_logging(events):
             return self._process(events)
 
     def _process(self, events) -> dict[str, Any]:
