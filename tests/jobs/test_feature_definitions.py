@@ -13,8 +13,8 @@ import shutil
 
 import numpy as np
 import pytest
+from clirun import invoke
 from eventfiles import make_events, write_events
-from typer.testing import CliRunner
 
 from adhunt.models.base import ResonantModel
 from adhunt.provenance import (
@@ -26,16 +26,6 @@ from adhunt.provenance import (
     table_feature_definition,
 )
 from adhunt.tables import read_table
-
-runner = CliRunner()
-
-
-def invoke(args):
-    from adhunt.jobs.cli import app
-
-    result = runner.invoke(app, [str(a) for a in args])
-    result.text = " ".join(result.output.split())  # rich wraps long log lines
-    return result
 
 
 @pytest.fixture(scope="module")

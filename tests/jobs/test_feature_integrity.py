@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from clirun import invoke
 from eventfiles import corrupt_baskets, expected_cutflow, make_events, write_events
-from typer.testing import CliRunner
 
-from adhunt.jobs.cli import app
 from adhunt.jobs.features import run_features
 from adhunt.manifest import load_manifest, write_manifest
 from adhunt.processors.features import FeatureConfig, FeatureInputError
@@ -54,12 +53,6 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def features_cmd(fileset: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "adhunt.jobs.cli", "features", str(fileset), "-o", str(out),
             "--chunksize", str(CHUNKSIZE), *extra]  # fmt: skip
-
-
-def invoke(args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    result.text = " ".join(result.output.split())  # rich wraps long log lines
-    return result
 
 
 def test_sigint_then_resume_gives_the_uninterrupted_bytes(files, tmp_path):

@@ -18,10 +18,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from clirun import invoke
 from eventfiles import expected_cutflow, make_events, write_events
-from typer.testing import CliRunner
 
-from adhunt.jobs.cli import app
 from adhunt.models.base import TrainConfig
 from adhunt.models.registry import get_method
 from adhunt.regions import SignalRegion
@@ -32,12 +31,6 @@ KINDS = ["dijet", "soft", "dijet", "monojet", "nan", "dijet", "empty"]
 WINDOW = SignalRegion(3300.0, 3700.0)
 FEATURES = ["mj1", "delta_mj", "tau21_j1", "tau21_j2"]
 FAST = TrainConfig(backend="hgb", n_ensemble=1, hgb_max_iter=20, num_threads=1)
-
-
-def invoke(args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    result.text = " ".join(result.output.split())  # rich wraps long log lines
-    return result
 
 
 def write_features(root, dataset, n, seed, run, name="f.root"):

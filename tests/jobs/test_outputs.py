@@ -11,33 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from clirun import invoke
 from eventfiles import make_events, write_events
-from typer.testing import CliRunner
 
 from adhunt.lhco import LHCO_FEATURE_COLUMNS
 from adhunt.outputs import OutputError, check_output_dir, check_output_file, is_output_of
 from adhunt.schema import FEATURE_COLUMNS
 from adhunt.tables import chunk_filename, make_feature_frame, write_chunk
 
-runner = CliRunner()
 ROOT = os.geteuid() == 0
 needs_non_root = pytest.mark.skipif(ROOT, reason="root writes into read-only directories")
-
-
-def invoke(args):
-    from adhunt.jobs.cli import app
-
-    t0 = time.perf_counter()
-    result = runner.invoke(app, [str(a) for a in args])
-    result.seconds = time.perf_counter() - t0
-    result.text = " ".join(result.output.split())  # rich wraps long log lines
-    result.compact = "".join(result.output.split())  # ... even inside a path
-    return result
 
 
 def feature_table(root, n=4000, seed=1):

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from clirun import invoke
 from eventfiles import make_events, write_events
-from typer.testing import CliRunner
 
 from adhunt.runrecord import (
     RECORD_NAME,
@@ -29,16 +29,6 @@ from adhunt.runrecord import (
     read_record,
 )
 from adhunt.tables import read_table
-
-runner = CliRunner()
-
-
-def invoke(args):
-    from adhunt.jobs.cli import app
-
-    result = runner.invoke(app, [str(a) for a in args])
-    result.text = " ".join(result.output.split())  # rich wraps long log lines
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from clirun import invoke
 
-from adhunt.jobs.cli import app
 from adhunt.models.base import ResonantModel
 from adhunt.provenance import read_provenance
 from adhunt.regions import SignalRegion
 from adhunt.schema import FEATURE_COLUMNS
 from adhunt.tables import chunk_filename, make_feature_frame, read_features, write_chunk
-
-runner = CliRunner()
 
 
 def write_dir(root, dataset, n, signal, seed, run=1):
@@ -60,12 +57,6 @@ def dirs(tmp_path_factory):
     config.write_text("n_ensemble: 1\nhgb_max_iter: 40\nnum_threads: 1\n")
     return {"base": base, "train": train, "signal": base / "signal", "test": test,
             "reference": base / "reference", "config": config}  # fmt: skip
-
-
-def invoke(args):
-    result = runner.invoke(app, [str(a) for a in args])
-    result.text = " ".join(result.output.split())  # rich wraps long log lines
-    return result
 
 
 def test_train_score_evaluate(dirs, tmp_path):
